@@ -1,0 +1,234 @@
+/* host.c: the Lua state of a run. Host code (the gcp modules) sees the standard libraries
+ * without process control or file access; recipes see far less: gcp/sandbox.lua builds their
+ * _ENV from an allow-list, and core.load_recipe loads them as text only. The allocator
+ * counts every byte of the state so a runaway recipe ends its own run, not the process. */
+#define _POSIX_C_SOURCE 200809L
+#include "host.h"
+
+#include <errno.h>
+#include <lauxlib.h>
+#include <lualib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "auth.h"
+#include "http.h"
+#include "json.h"
+#include "log.h"
+#include "loop.h"
+
+#define MAX_RECIPE_BYTES (1 << 20)
+/* Once the cap is hit, this much more is allowed so the error can be built and reported. */
+#define MEM_GRACE (1 << 20)
+
+void *gcpr_run_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+  gcpr_run *run = ud;
+  size_t old = ptr ? osize : 0;
+  if (nsize == 0) {
+    free(ptr);
+    run->mem_used -= old;
+    return NULL;
+  }
+  if (run->mem_limit && nsize > old) {
+    size_t limit = run->mem_limit + (run->kill_reason ? MEM_GRACE : 0);
+    if (run->mem_used + (nsize - old) > limit) {
+      if (!run->kill_reason) gcpr_run_kill(run, "memory cap");
+      return NULL;
+    }
+  }
+  void *p = realloc(ptr, nsize);
+  if (p) run->mem_used = run->mem_used - old + nsize;
+  return p;
+}
+
+static int panic(lua_State *L) {
+  const char *msg = lua_tostring(L, -1);
+  fprintf(stderr, "gcpr: internal error outside any run: %s\n", msg ? msg : "(no message)");
+  return 0;
+}
+
+/* core.load_recipe(path, env) -> chunk | nil, message. Text only: a precompiled chunk would
+ * bypass every check the compiler makes. */
+static int l_load_recipe(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  FILE *f = fopen(path, "rb");
+  if (!f) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "cannot open recipe %s: %s", path, strerror(errno));
+    return 2;
+  }
+  luaL_Buffer b;
+  char *buf = luaL_buffinitsize(L, &b, MAX_RECIPE_BYTES + 1);
+  size_t n = fread(buf, 1, MAX_RECIPE_BYTES + 1, f);
+  int failed = ferror(f);
+  fclose(f);
+  if (failed || n > MAX_RECIPE_BYTES) {
+    lua_pushnil(L);
+    lua_pushfstring(L, failed ? "cannot read recipe %s" : "recipe %s is larger than 1 MiB", path);
+    return 2;
+  }
+  luaL_pushresultsize(&b, n);
+  size_t len;
+  const char *text = lua_tolstring(L, -1, &len);
+  lua_pushfstring(L, "@%s", path);
+  if (luaL_loadbufferx(L, text, len, lua_tostring(L, -1), "t") != LUA_OK) {
+    lua_pushnil(L);
+    lua_insert(L, -2);
+    return 2;
+  }
+  lua_pushvalue(L, 2);
+  lua_setupvalue(L, -2, 1);
+  return 1;
+}
+
+static int l_write(lua_State *L) {
+  size_t n;
+  const char *s = luaL_checklstring(L, 1, &n);
+  fwrite(s, 1, n, stdout);
+  return 0;
+}
+
+static int l_version(lua_State *L) {
+  lua_pushliteral(L, GCPR_VERSION);
+  return 1;
+}
+
+/* Loads GCPR_LUA_DIR/gcp/x.lua under the chunk name the embedded copy has. Returns 1 when
+ * loaded, 0 when the directory is not set or has no such file. */
+static int load_dev_module(lua_State *L, const char *name, const char *file) {
+  const char *dir = getenv("GCPR_LUA_DIR");
+  if (!dir || !*dir) return 0;
+  const char *path = lua_pushfstring(L, "%s/%s", dir, file);
+  FILE *f = fopen(path, "rb");
+  if (!f) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  size_t n;
+  char chunk[4096];
+  while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) luaL_addlstring(&b, chunk, n);
+  fclose(f);
+  luaL_pushresult(&b);
+  size_t len;
+  const char *text = lua_tolstring(L, -1, &len);
+  lua_pushfstring(L, "=%s", file);
+  if (luaL_loadbufferx(L, text, len, lua_tostring(L, -1), "t") != LUA_OK)
+    luaL_error(L, "error loading module '%s' from %s:\n\t%s", name, path, lua_tostring(L, -1));
+  lua_replace(L, -4);
+  lua_pop(L, 2);
+  return 1;
+}
+
+/* The one package searcher: the gcp modules, from GCPR_LUA_DIR when a developer sets it,
+ * else from the copies compiled into the binary. Chunk names are "=gcp/x.lua" either way,
+ * so errors and tracebacks name the source file. */
+static int gcp_searcher(lua_State *L) {
+  const char *name = luaL_checkstring(L, 1);
+  const char *file = NULL;
+  if (strcmp(name, "gcp") == 0) {
+    file = "gcp/init.lua";
+  } else if (strncmp(name, "gcp.", 4) == 0) {
+    file = lua_pushfstring(L, "gcp/%s.lua", name + 4);
+  } else {
+    lua_pushfstring(L, "no gcp module '%s'", name);
+    return 1;
+  }
+  if (load_dev_module(L, name, file)) {
+    lua_pushstring(L, file);
+    return 2;
+  }
+  for (const gcpr_embedded_module *m = gcpr_embedded_modules; m->name; m++) {
+    if (strcmp(m->name, name) != 0) continue;
+    lua_pushfstring(L, "=%s", m->file);
+    if (luaL_loadbufferx(L, m->data, m->len, lua_tostring(L, -1), "t") != LUA_OK)
+      return lua_error(L);
+    lua_pushstring(L, m->file);
+    return 2;
+  }
+  lua_pushfstring(L, "no gcp module '%s'", name);
+  return 1;
+}
+
+static void remove_fields(lua_State *L, const char *table, const char *const *fields) {
+  lua_getglobal(L, table);
+  for (; *fields; fields++) {
+    lua_pushnil(L);
+    lua_setfield(L, -2, *fields);
+  }
+  lua_pop(L, 1);
+}
+
+int gcpr_host_open_core(lua_State *L) {
+  lua_newtable(L);
+  gcpr_open_task(L);
+  gcpr_open_http(L);
+  gcpr_open_auth(L);
+  gcpr_open_json(L);
+  gcpr_open_log(L);
+  gcpr_open_loop(L);
+  static const luaL_Reg host_funcs[] = {
+      {"load_recipe", l_load_recipe}, {"write", l_write}, {"version", l_version}, {NULL, NULL}};
+  luaL_setfuncs(L, host_funcs, 0);
+  return 1;
+}
+
+/* For busted specs run by the stock lua5.4: require "gcpr.core" loads the same primitives
+ * (those that need a run refuse politely outside one). */
+int luaopen_gcpr_core(lua_State *L);
+int luaopen_gcpr_core(lua_State *L) { return gcpr_host_open_core(L); }
+
+static int setup_state(lua_State *L) {
+  luaL_openlibs(L);
+  static const char *const os_fields[] = {"execute", "exit", "remove", "rename", "tmpname",
+                                          "setlocale", "getenv", NULL};
+  static const char *const io_fields[] = {"popen", "open", "lines", "input", "output",
+                                          "tmpfile", "read", "close", NULL};
+  static const char *const pkg_fields[] = {"loadlib", "cpath", "path", "searchpath", NULL};
+  static const char *const g_fields[] = {"dofile", "loadfile", NULL};
+  remove_fields(L, "os", os_fields);
+  remove_fields(L, "io", io_fields);
+  remove_fields(L, "package", pkg_fields);
+  remove_fields(L, "_G", g_fields);
+  lua_getglobal(L, "package");
+  lua_createtable(L, 1, 0);
+  lua_pushcfunction(L, gcp_searcher);
+  lua_rawseti(L, -2, 1);
+  lua_setfield(L, -2, "searchers");
+  lua_getfield(L, -1, "loaded");
+  gcpr_host_open_core(L);
+  lua_setfield(L, -2, "gcpr.core");
+  lua_pop(L, 2);
+  return 0;
+}
+
+gcpr_run *gcpr_host_new_run(size_t mem_limit) {
+  gcpr_run *run = calloc(1, sizeof *run);
+  if (!run) return NULL;
+  lua_State *L = lua_newstate(gcpr_run_alloc, run);
+  if (!L) {
+    free(run);
+    return NULL;
+  }
+  lua_atpanic(L, panic);
+  lua_pushcfunction(L, setup_state);
+  if (lua_pcall(L, 0, 0, 0) != LUA_OK) {
+    lua_close(L);
+    free(run);
+    return NULL;
+  }
+  run->L = L;
+  /* The cap applies to what the run does, not to the libraries it starts with. */
+  run->mem_limit = mem_limit ? run->mem_used + mem_limit : 0;
+  return run;
+}
+
+void gcpr_host_free_run(gcpr_run *run) {
+  if (!run) return;
+  gcpr_run_cleanup(run);
+  if (run->L) lua_close(run->L);
+  free(run);
+}

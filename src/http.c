@@ -1,0 +1,665 @@
+/* http.c: HTTP on the shared loop. curl multi is driven by libevent through curl's socket
+ * and timer callbacks (curl's multi-event.c pattern); each transfer keeps its state in
+ * CURLOPT_PRIVATE and is handed back after CURLMSG_DONE. Connections to configured host
+ * suffixes can be redirected (GCPR_CONNECT_TO, via CURLOPT_CONNECT_TO, which keeps Host and
+ * SNI) and TLS verified against GCPR_CA_BUNDLE: that is how tests reach gcpr-fake on the
+ * production code path. core.http adds the access token (from auth.c) where it is allowed. */
+#define _POSIX_C_SOURCE 200809L
+#include "http.h"
+
+#include <event2/event.h>
+#include <lauxlib.h>
+#include <openssl/crypto.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "auth.h"
+#include "json.h"
+#include "log.h"
+#include "loop.h"
+#include "task.h"
+
+#define MAX_RESPONSE_BYTES (64u << 20)
+#define CONNECT_TIMEOUT_MS 10000L
+#define DEFAULT_TIMEOUT_S 60.0
+
+struct gcpr_http {
+  CURL *easy;
+  struct curl_slist *headers, *connect_to;
+  char *method, *url;
+  char *body;
+  size_t body_len;
+  char *resp;
+  size_t resp_len, resp_cap;
+  char **hdrs;
+  size_t nhdrs, hdrs_cap;
+  long status;
+  int has_bearer, too_large, running;
+  double timeout_s, started;
+  CURLcode result;
+  char errbuf[CURL_ERROR_SIZE];
+  gcpr_http_cb cb;
+  void *ud;
+};
+
+/* ---- configuration read once from the environment ---- */
+
+typedef struct {
+  char suffix[256];
+  char target[300]; /* "HOST:PORT" */
+} connect_rule;
+
+static struct {
+  int loaded;
+  connect_rule rules[16];
+  int nrules;
+  char token_hosts[16][256];
+  int ntoken_hosts;
+  const char *ca_bundle;
+} cfg;
+
+static void load_config(void) {
+  if (cfg.loaded) return;
+  cfg.loaded = 1;
+  cfg.ca_bundle = getenv("GCPR_CA_BUNDLE");
+  const char *s = getenv("GCPR_CONNECT_TO");
+  /* "suffix=host:port,suffix=host:port" */
+  while (s && *s && cfg.nrules < 16) {
+    const char *end = strchr(s, ',');
+    size_t n = end ? (size_t)(end - s) : strlen(s);
+    const char *eq = memchr(s, '=', n);
+    if (eq && eq > s && (size_t)(eq - s) < sizeof cfg.rules[0].suffix &&
+        n - (size_t)(eq - s) - 1 < sizeof cfg.rules[0].target) {
+      connect_rule *r = &cfg.rules[cfg.nrules++];
+      memcpy(r->suffix, s, (size_t)(eq - s));
+      r->suffix[eq - s] = '\0';
+      memcpy(r->target, eq + 1, n - (size_t)(eq - s) - 1);
+      r->target[n - (size_t)(eq - s) - 1] = '\0';
+    } else {
+      gcpr_log(GCPR_LOG_WARN, "GCPR_CONNECT_TO: ignoring '%.*s' (expected SUFFIX=HOST:PORT)",
+               (int)n, s);
+    }
+    s = end ? end + 1 : NULL;
+  }
+  strcpy(cfg.token_hosts[cfg.ntoken_hosts++], "googleapis.com");
+  s = getenv("GCPR_TOKEN_HOSTS");
+  while (s && *s && cfg.ntoken_hosts < 16) {
+    const char *end = strchr(s, ',');
+    size_t n = end ? (size_t)(end - s) : strlen(s);
+    while (n && *s == '.') s++, n--;
+    if (n > 0 && n < sizeof cfg.token_hosts[0]) {
+      memcpy(cfg.token_hosts[cfg.ntoken_hosts], s, n);
+      cfg.token_hosts[cfg.ntoken_hosts++][n] = '\0';
+    }
+    s = end ? end + 1 : NULL;
+  }
+}
+
+static int host_matches(const char *host, const char *suffix) {
+  size_t h = strlen(host), n = strlen(suffix);
+  if (h == n) return strcasecmp(host, suffix) == 0;
+  return h > n && host[h - n - 1] == '.' && strcasecmp(host + h - n, suffix) == 0;
+}
+
+/* Splits url into scheme, host and port (defaulted from the scheme). */
+static int url_parts(const char *url, char *scheme, size_t sn, char *host, size_t hn,
+                     long *port) {
+  CURLU *u = curl_url();
+  char *sc = NULL, *ho = NULL, *po = NULL;
+  int ok = u && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+           curl_url_get(u, CURLUPART_SCHEME, &sc, 0) == CURLUE_OK &&
+           curl_url_get(u, CURLUPART_HOST, &ho, 0) == CURLUE_OK &&
+           curl_url_get(u, CURLUPART_PORT, &po, CURLU_DEFAULT_PORT) == CURLUE_OK;
+  if (ok) {
+    snprintf(scheme, sn, "%s", sc);
+    snprintf(host, hn, "%s", ho);
+    *port = strtol(po, NULL, 10);
+  }
+  curl_free(sc);
+  curl_free(ho);
+  curl_free(po);
+  curl_url_cleanup(u);
+  return ok;
+}
+
+int gcpr_http_token_allowed(const char *url) {
+  char scheme[16], host[256];
+  long port;
+  load_config();
+  if (!url_parts(url, scheme, sizeof scheme, host, sizeof host, &port)) return 0;
+  if (strcasecmp(scheme, "https") != 0) return 0;
+  for (int i = 0; i < cfg.ntoken_hosts; i++)
+    if (host_matches(host, cfg.token_hosts[i])) return 1;
+  return 0;
+}
+
+/* ---- curl multi on libevent ---- */
+
+static CURLM *multi;
+static struct event *multi_timer;
+static CURL *idle_easy[32];
+static int nidle;
+
+static void check_done(void) {
+  CURLMsg *msg;
+  int left;
+  while ((msg = curl_multi_info_read(multi, &left))) {
+    if (msg->msg != CURLMSG_DONE) continue;
+    gcpr_http *req = NULL;
+    curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&req);
+    req->result = msg->data.result;
+    curl_multi_remove_handle(multi, req->easy);
+    req->running = 0;
+    if (req->result == CURLE_OK)
+      curl_easy_getinfo(req->easy, CURLINFO_RESPONSE_CODE, &req->status);
+    else if (req->too_large)
+      snprintf(req->errbuf, sizeof req->errbuf, "response larger than %u MiB",
+               MAX_RESPONSE_BYTES >> 20);
+    else if (!req->errbuf[0])
+      snprintf(req->errbuf, sizeof req->errbuf, "%s", curl_easy_strerror(req->result));
+    if (gcpr_log_enabled(GCPR_LOG_DEBUG)) {
+      char shown[2048];
+      gcpr_log_redact_url(req->url, shown, sizeof shown);
+      double ms = (gcpr_loop_now() - req->started) * 1000;
+      if (req->result == CURLE_OK)
+        gcpr_log(GCPR_LOG_DEBUG, "< %ld %s %s (%.1f ms, %zu bytes)", req->status, req->method,
+                 shown, ms, req->resp_len);
+      else
+        gcpr_log(GCPR_LOG_DEBUG, "< failed %s %s (%.1f ms): %s", req->method, shown, ms,
+                 req->errbuf);
+    }
+    req->cb(req, req->ud);
+  }
+}
+
+static void socket_event(evutil_socket_t fd, short kind, void *arg) {
+  (void)arg;
+  int running;
+  int action = (kind & EV_READ ? CURL_CSELECT_IN : 0) | (kind & EV_WRITE ? CURL_CSELECT_OUT : 0);
+  curl_multi_socket_action(multi, fd, action, &running);
+  check_done();
+}
+
+static void timer_event(evutil_socket_t fd, short kind, void *arg) {
+  (void)fd;
+  (void)kind;
+  (void)arg;
+  int running;
+  curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
+  check_done();
+}
+
+static int socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp) {
+  (void)easy;
+  (void)userp;
+  struct event *ev = socketp;
+  if (what == CURL_POLL_REMOVE) {
+    if (ev) event_free(ev);
+    curl_multi_assign(multi, s, NULL);
+    return 0;
+  }
+  short kind = (short)((what & CURL_POLL_IN ? EV_READ : 0) | (what & CURL_POLL_OUT ? EV_WRITE : 0) |
+                       EV_PERSIST);
+  if (ev) {
+    event_del(ev);
+    event_assign(ev, gcpr_loop_base(), s, kind, socket_event, NULL);
+  } else {
+    ev = event_new(gcpr_loop_base(), s, kind, socket_event, NULL);
+    curl_multi_assign(multi, s, ev);
+  }
+  event_add(ev, NULL);
+  return 0;
+}
+
+static int timer_cb(CURLM *m, long timeout_ms, void *userp) {
+  (void)m;
+  (void)userp;
+  if (timeout_ms < 0) {
+    evtimer_del(multi_timer);
+  } else {
+    struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+    evtimer_add(multi_timer, &tv);
+  }
+  return 0;
+}
+
+static int ensure_multi(void) {
+  if (multi) return 0;
+  load_config();
+  if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) return -1;
+  multi = curl_multi_init();
+  if (!multi) return -1;
+  multi_timer = evtimer_new(gcpr_loop_base(), timer_event, NULL);
+  curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
+  curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, timer_cb);
+  curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, 256L);
+  return 0;
+}
+
+void gcpr_http_cleanup(void) {
+  while (nidle > 0) curl_easy_cleanup(idle_easy[--nidle]);
+  if (multi) curl_multi_cleanup(multi);
+  if (multi_timer) event_free(multi_timer);
+  if (multi) curl_global_cleanup();
+  multi = NULL;
+  multi_timer = NULL;
+}
+
+/* ---- one request ---- */
+
+static size_t write_cb(char *data, size_t size, size_t nmemb, void *ud) {
+  gcpr_http *req = ud;
+  size_t n = size * nmemb;
+  if (req->resp_len + n > MAX_RESPONSE_BYTES) {
+    req->too_large = 1;
+    return 0;
+  }
+  if (req->resp_len + n + 1 > req->resp_cap) {
+    size_t cap = req->resp_cap ? req->resp_cap : 4096;
+    while (cap < req->resp_len + n + 1) cap *= 2;
+    char *p = realloc(req->resp, cap);
+    if (!p) return 0;
+    req->resp = p;
+    req->resp_cap = cap;
+  }
+  memcpy(req->resp + req->resp_len, data, n);
+  req->resp_len += n;
+  req->resp[req->resp_len] = '\0';
+  return n;
+}
+
+static void clear_headers(gcpr_http *req) {
+  for (size_t i = 0; i < req->nhdrs; i++) free(req->hdrs[i]);
+  req->nhdrs = 0;
+}
+
+static size_t header_cb(char *data, size_t size, size_t nmemb, void *ud) {
+  gcpr_http *req = ud;
+  size_t n = size * nmemb;
+  /* A new status line (after 100 Continue or a redirect) starts a new header set. */
+  if (n >= 5 && memcmp(data, "HTTP/", 5) == 0) {
+    clear_headers(req);
+    return n;
+  }
+  size_t len = n;
+  while (len > 0 && (data[len - 1] == '\r' || data[len - 1] == '\n')) len--;
+  if (len == 0 || !memchr(data, ':', len)) return n;
+  if (req->nhdrs == req->hdrs_cap) {
+    size_t cap = req->hdrs_cap ? req->hdrs_cap * 2 : 16;
+    char **p = realloc(req->hdrs, cap * sizeof *p);
+    if (!p) return 0;
+    req->hdrs = p;
+    req->hdrs_cap = cap;
+  }
+  char *line = malloc(len + 1);
+  if (!line) return 0;
+  memcpy(line, data, len);
+  line[len] = '\0';
+  req->hdrs[req->nhdrs++] = line;
+  return n;
+}
+
+gcpr_http *gcpr_http_new(const char *method, const char *url) {
+  gcpr_http *req = calloc(1, sizeof *req);
+  if (!req) return NULL;
+  req->method = strdup(method);
+  req->url = strdup(url);
+  req->timeout_s = DEFAULT_TIMEOUT_S;
+  if (!req->method || !req->url) {
+    gcpr_http_free(req);
+    return NULL;
+  }
+  return req;
+}
+
+int gcpr_http_add_header(gcpr_http *req, const char *line) {
+  struct curl_slist *l = curl_slist_append(req->headers, line);
+  if (!l) return -1;
+  req->headers = l;
+  return 0;
+}
+
+int gcpr_http_set_bearer(gcpr_http *req, const char *token) {
+  size_t n = strlen(token) + sizeof "Authorization: Bearer ";
+  char *line = malloc(n);
+  if (!line) return -1;
+  snprintf(line, n, "Authorization: Bearer %s", token);
+  int rc = gcpr_http_add_header(req, line);
+  OPENSSL_cleanse(line, n);
+  free(line);
+  if (rc == 0) req->has_bearer = 1;
+  return rc;
+}
+
+int gcpr_http_set_body(gcpr_http *req, const char *data, size_t len) {
+  free(req->body);
+  req->body = malloc(len ? len : 1);
+  if (!req->body) return -1;
+  memcpy(req->body, data, len);
+  req->body_len = len;
+  return 0;
+}
+
+void gcpr_http_set_timeout(gcpr_http *req, double seconds) { req->timeout_s = seconds; }
+
+static int set_connect_to(gcpr_http *req) {
+  char scheme[16], host[256];
+  long port;
+  if (cfg.nrules == 0 || !url_parts(req->url, scheme, sizeof scheme, host, sizeof host, &port))
+    return 0;
+  for (int i = 0; i < cfg.nrules; i++) {
+    if (port != 443 || !host_matches(host, cfg.rules[i].suffix)) continue;
+    char entry[600];
+    snprintf(entry, sizeof entry, "%s:443:%s", host, cfg.rules[i].target);
+    req->connect_to = curl_slist_append(NULL, entry);
+    return req->connect_to ? 0 : -1;
+  }
+  return 0;
+}
+
+int gcpr_http_start(gcpr_http *req, gcpr_http_cb cb, void *ud) {
+  if (ensure_multi() != 0) return -1;
+  CURL *e = nidle > 0 ? idle_easy[--nidle] : curl_easy_init();
+  if (!e) return -1;
+  req->easy = e;
+  req->cb = cb;
+  req->ud = ud;
+  /* No "Expect: 100-continue" round trip for bodies. */
+  if (gcpr_http_add_header(req, "Expect:") != 0 || set_connect_to(req) != 0) return -1;
+  curl_easy_setopt(e, CURLOPT_URL, req->url);
+  curl_easy_setopt(e, CURLOPT_PRIVATE, req);
+  curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(e, CURLOPT_USERAGENT, "gcpr/" GCPR_VERSION);
+  curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
+  curl_easy_setopt(e, CURLOPT_ERRORBUFFER, req->errbuf);
+  curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
+  curl_easy_setopt(e, CURLOPT_WRITEDATA, req);
+  curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
+  curl_easy_setopt(e, CURLOPT_HEADERDATA, req);
+  curl_easy_setopt(e, CURLOPT_HTTPHEADER, req->headers);
+  curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, CONNECT_TIMEOUT_MS);
+  curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(req->timeout_s * 1000));
+  curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+  if (cfg.ca_bundle) curl_easy_setopt(e, CURLOPT_CAINFO, cfg.ca_bundle);
+  if (req->connect_to) curl_easy_setopt(e, CURLOPT_CONNECT_TO, req->connect_to);
+  if (strcmp(req->method, "GET") == 0) {
+    curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+  } else if (strcmp(req->method, "HEAD") == 0) {
+    curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+  } else {
+    curl_easy_setopt(e, CURLOPT_POST, 1L);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, req->body ? req->body : "");
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+    if (strcmp(req->method, "POST") != 0)
+      curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, req->method);
+  }
+  req->started = gcpr_loop_now();
+  if (gcpr_log_enabled(GCPR_LOG_DEBUG)) {
+    char shown[2048];
+    gcpr_log_redact_url(req->url, shown, sizeof shown);
+    gcpr_log(GCPR_LOG_DEBUG, "> %s %s%s", req->method, shown,
+             req->has_bearer ? " (Authorization: Bearer REDACTED)" : "");
+  }
+  if (curl_multi_add_handle(multi, e) != CURLM_OK) return -1;
+  req->running = 1;
+  return 0;
+}
+
+void gcpr_http_cancel(gcpr_http *req) {
+  if (req->running) curl_multi_remove_handle(multi, req->easy);
+  req->running = 0;
+}
+
+void gcpr_http_free(gcpr_http *req) {
+  if (!req) return;
+  gcpr_http_cancel(req);
+  if (req->easy) {
+    curl_easy_reset(req->easy);
+    if (nidle < (int)(sizeof idle_easy / sizeof idle_easy[0])) idle_easy[nidle++] = req->easy;
+    else curl_easy_cleanup(req->easy);
+  }
+  if (req->has_bearer)
+    for (struct curl_slist *l = req->headers; l; l = l->next) OPENSSL_cleanse(l->data, strlen(l->data));
+  curl_slist_free_all(req->headers);
+  curl_slist_free_all(req->connect_to);
+  clear_headers(req);
+  free(req->hdrs);
+  free(req->method);
+  free(req->url);
+  free(req->body);
+  free(req->resp);
+  free(req);
+}
+
+CURLcode gcpr_http_result(const gcpr_http *req) { return req->result; }
+const char *gcpr_http_error(const gcpr_http *req) { return req->errbuf; }
+long gcpr_http_status(const gcpr_http *req) { return req->status; }
+const char *gcpr_http_body(const gcpr_http *req, size_t *len) {
+  *len = req->resp_len;
+  return req->resp ? req->resp : "";
+}
+const char *gcpr_http_method(const gcpr_http *req) { return req->method; }
+const char *gcpr_http_url(const gcpr_http *req) { return req->url; }
+size_t gcpr_http_header_count(const gcpr_http *req) { return req->nhdrs; }
+const char *gcpr_http_header_line(const gcpr_http *req, size_t i) { return req->hdrs[i]; }
+
+/* ---- core.http: the primitive recipes reach through gcp.http ---- */
+
+typedef struct {
+  gcpr_op op;
+  gcpr_http *req;
+  gcpr_token_req *token_req;
+  char *scopes;
+  char *error;
+  int exit_code;
+} http_op;
+
+static void http_op_describe(gcpr_op *op, char *buf, size_t n) {
+  http_op *h = (http_op *)op;
+  char shown[1024];
+  gcpr_log_redact_url(h->req->url, shown, sizeof shown);
+  snprintf(buf, n, "%s %s%s", h->req->method, shown, h->token_req ? " (getting a token)" : "");
+}
+
+static void http_op_cancel(gcpr_op *op) {
+  http_op *h = (http_op *)op;
+  if (h->token_req) gcpr_auth_cancel(h->token_req);
+  h->token_req = NULL;
+  gcpr_http_cancel(h->req);
+}
+
+static void http_op_destroy(gcpr_op *op) {
+  http_op *h = (http_op *)op;
+  gcpr_http_free(h->req);
+  free(h->scopes);
+  free(h->error);
+  free(h);
+}
+
+static void push_error(lua_State *L, const char *kind, const char *msg, int exit_code) {
+  lua_pushnil(L);
+  lua_createtable(L, 0, 4);
+  lua_pushstring(L, kind);
+  lua_setfield(L, -2, "kind");
+  lua_pushstring(L, msg);
+  lua_setfield(L, -2, "message");
+  lua_pushinteger(L, exit_code);
+  lua_setfield(L, -2, "exit");
+}
+
+static int http_op_push(lua_State *L, gcpr_op *op) {
+  http_op *h = (http_op *)op;
+  gcpr_http *req = h->req;
+  if (h->error) {
+    push_error(L, "auth", h->error, h->exit_code);
+    return 2;
+  }
+  if (req->result != CURLE_OK) {
+    push_error(L, "network", req->errbuf, GCPR_EXIT_FAILED);
+    lua_pushinteger(L, req->result);
+    lua_setfield(L, -2, "curl_code");
+    return 2;
+  }
+  lua_createtable(L, 0, 6);
+  lua_pushinteger(L, req->status);
+  lua_setfield(L, -2, "status");
+  lua_createtable(L, 0, (int)req->nhdrs);
+  const char *ctype = NULL;
+  for (size_t i = 0; i < req->nhdrs; i++) {
+    const char *line = req->hdrs[i];
+    const char *colon = strchr(line, ':');
+    const char *v = colon + 1;
+    while (*v == ' ' || *v == '\t') v++;
+    char name[128];
+    size_t n = (size_t)(colon - line);
+    if (n >= sizeof name) continue;
+    for (size_t k = 0; k < n; k++) name[k] = (char)(line[k] >= 'A' && line[k] <= 'Z' ? line[k] + 32 : line[k]);
+    name[n] = '\0';
+    if (strcmp(name, "content-type") == 0) ctype = v;
+    /* Repeated headers are joined with ", " as RFC 9110 allows. */
+    if (lua_getfield(L, -1, name) == LUA_TSTRING) {
+      lua_pushliteral(L, ", ");
+      lua_pushstring(L, v);
+      lua_concat(L, 3);
+    } else {
+      lua_pop(L, 1);
+      lua_pushstring(L, v);
+    }
+    lua_setfield(L, -2, name);
+  }
+  lua_setfield(L, -2, "headers");
+  lua_pushlstring(L, req->resp ? req->resp : "", req->resp_len);
+  lua_setfield(L, -2, "body");
+  if (req->resp_len > 0 && ctype && strstr(ctype, "json")) {
+    char err[128];
+    if (gcpr_json_decode(L, req->resp, req->resp_len, err, sizeof err)) {
+      lua_setfield(L, -2, "json");
+    } else {
+      lua_pushstring(L, err);
+      lua_setfield(L, -2, "json_error");
+    }
+  }
+  return 1;
+}
+
+static const struct gcpr_op_vtable http_vt = {"HTTP request", http_op_describe, http_op_cancel,
+                                              http_op_push, http_op_destroy};
+
+static void http_done(gcpr_http *req, void *ud) {
+  (void)req;
+  gcpr_op_done(ud);
+}
+
+static void token_ready(void *ud, const char *token, const char *error, int exit_code) {
+  http_op *h = ud;
+  h->token_req = NULL;
+  if (token && gcpr_http_set_bearer(h->req, token) == 0 &&
+      gcpr_http_start(h->req, http_done, h) == 0)
+    return;
+  h->error = strdup(error ? error : "cannot start the request (out of memory)");
+  h->exit_code = error ? exit_code : GCPR_EXIT_FAILED;
+  gcpr_op_done(&h->op);
+}
+
+static const char *opt_string(lua_State *L, int t, const char *field, const char *def) {
+  lua_getfield(L, t, field);
+  const char *s = lua_isnil(L, -1) ? def : lua_tostring(L, -1);
+  if (!s && !lua_isnil(L, -1)) luaL_error(L, "core.http: '%s' must be a string", field);
+  lua_pop(L, 1); /* the value stays referenced by the spec table */
+  return s;
+}
+
+/* core.http{method=, url=, headers={name=value}, body=, timeout=, auth="auto"|"access_token"|
+ * "none", scopes=} -> response | nil, err. gcp/http.lua builds the spec and the errors. */
+static int l_http(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  const char *method = opt_string(L, 1, "method", "GET");
+  const char *url = opt_string(L, 1, "url", NULL);
+  const char *auth = opt_string(L, 1, "auth", "auto");
+  const char *scopes = opt_string(L, 1, "scopes", "https://www.googleapis.com/auth/cloud-platform");
+  if (!url) return luaL_error(L, "core.http: 'url' is required");
+  gcpr_task_check(L, "gcp.http");
+  int want_token;
+  if (strcmp(auth, "none") == 0) want_token = 0;
+  else if (strcmp(auth, "auto") == 0) want_token = gcpr_http_token_allowed(url);
+  else if (strcmp(auth, "access_token") == 0) {
+    if (!gcpr_http_token_allowed(url))
+      return luaL_error(L, "refusing to send an access token to %s: tokens go only to https "
+                        "hosts under googleapis.com (add others to GCPR_TOKEN_HOSTS)", url);
+    want_token = 1;
+  } else {
+    return luaL_error(L, "core.http: unknown auth '%s'", auth);
+  }
+  http_op *h = calloc(1, sizeof *h);
+  if (!h) return luaL_error(L, "out of memory");
+  h->op.vt = &http_vt;
+  h->req = gcpr_http_new(method, url);
+  if (!h->req) {
+    free(h);
+    return luaL_error(L, "out of memory");
+  }
+  lua_getfield(L, 1, "timeout");
+  if (lua_isnumber(L, -1)) gcpr_http_set_timeout(h->req, lua_tonumber(L, -1));
+  lua_pop(L, 1);
+  int failed = 0;
+  if (lua_getfield(L, 1, "headers") == LUA_TTABLE) {
+    lua_pushnil(L);
+    while (!failed && lua_next(L, -2)) {
+      if (lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TSTRING) {
+        lua_pushfstring(L, "%s: %s", lua_tostring(L, -2), lua_tostring(L, -1));
+        failed = gcpr_http_add_header(h->req, lua_tostring(L, -1)) != 0;
+        lua_pop(L, 1);
+      }
+      lua_pop(L, 1);
+    }
+  }
+  lua_pop(L, 1);
+  size_t body_len;
+  lua_getfield(L, 1, "body");
+  const char *body = lua_tolstring(L, -1, &body_len);
+  if (body) failed = failed || gcpr_http_set_body(h->req, body, body_len) != 0;
+  lua_pop(L, 1);
+  if (failed) {
+    http_op_destroy(&h->op);
+    return luaL_error(L, "out of memory");
+  }
+  if (want_token) {
+    const char *token = NULL, *error = NULL;
+    int exit_code = GCPR_EXIT_FAILED;
+    h->token_req = gcpr_auth_access_token(scopes, &token, &error, &exit_code, token_ready, h);
+    if (!h->token_req) {
+      if (error) {
+        h->error = strdup(error);
+        h->exit_code = exit_code;
+        gcpr_op_done(&h->op);
+      } else if (gcpr_http_set_bearer(h->req, token) != 0 ||
+                 gcpr_http_start(h->req, http_done, h) != 0) {
+        h->error = strdup("cannot start the request (out of memory)");
+        h->exit_code = GCPR_EXIT_FAILED;
+        gcpr_op_done(&h->op);
+      }
+    }
+  } else if (gcpr_http_start(h->req, http_done, h) != 0) {
+    h->error = strdup("cannot start the request (out of memory)");
+    h->exit_code = GCPR_EXIT_FAILED;
+    gcpr_op_done(&h->op);
+  }
+  return gcpr_op_yield(L, &h->op);
+}
+
+static int l_token_allowed(lua_State *L) {
+  lua_pushboolean(L, gcpr_http_token_allowed(luaL_checkstring(L, 1)));
+  return 1;
+}
+
+static const luaL_Reg http_funcs[] = {
+    {"http", l_http}, {"token_allowed", l_token_allowed}, {NULL, NULL}};
+
+int gcpr_open_http(lua_State *L) {
+  luaL_setfuncs(L, http_funcs, 0);
+  return 0;
+}

@@ -1,0 +1,309 @@
+/* main.c: the gcpr command line. Like lua.c, it parses arguments, then does everything that
+ * can fail inside a run (a protected coroutine on the loop) and turns the outcome into one
+ * message and a documented exit code. Recipe policy (params, output, error text) lives in
+ * lua/gcp/runner.lua; this file only resolves the recipe, drives the loop and prints. */
+#define _POSIX_C_SOURCE 200809L
+#include <event2/event.h>
+#include <lauxlib.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "auth.h"
+#include "host.h"
+#include "http.h"
+#include "log.h"
+#include "loop.h"
+#include "task.h"
+
+enum {
+  EXIT_OK = 0,
+  EXIT_FAILED = 1,    /* the recipe or an API call failed */
+  EXIT_USAGE = 2,     /* bad usage or bad input: arguments, params, recipe, credentials */
+  EXIT_LIMIT = 3,     /* the run hit its deadline (--timeout) or memory cap (--memory) */
+  EXIT_INTERRUPTED = 130,
+};
+
+static const char *progname = "gcpr";
+
+static const char usage_text[] =
+    "usage: gcpr run [options] RECIPE [name=value | name:=json ...]\n"
+    "       gcpr --help | --version\n"
+    "\n"
+    "Runs a recipe: a Lua script that calls Google Cloud APIs through the gcp module.\n"
+    "RECIPE is a path to a .lua file, or a name looked up as NAME.lua in $GCPR_RECIPE_PATH\n"
+    "(colon-separated), ./recipes, and the recipes installed beside the gcpr binary.\n"
+    "\n"
+    "Parameters: name=value is converted to the parameter's declared type (lists are\n"
+    "comma-separated); name:=json passes a JSON value as is (name:='[\"a\",\"b\"]').\n"
+    "\n"
+    "Options:\n"
+    "  -n, --dry-run        send reads (GET) but print each mutating request instead of\n"
+    "                       sending it, and do not wait on operations\n"
+    "  -v, --verbose        log one line per HTTP request and response (tokens redacted)\n"
+    "  -t, --timeout DUR    deadline for the whole run: 90, 90s, 15m, 2h (default 1h)\n"
+    "      --memory MIB     memory cap for the run's Lua state in MiB (default 512)\n"
+    "  -h, --help           show this help\n"
+    "      --version        show the version\n"
+    "\n"
+    "Exit codes: 0 success; 1 the recipe or an API call failed; 2 bad usage or bad input\n"
+    "(arguments, parameters, recipe file, credentials file); 3 the run hit its deadline or\n"
+    "memory cap; 130 interrupted.\n"
+    "\n"
+    "Environment: GOOGLE_APPLICATION_CREDENTIALS (service-account key file),\n"
+    "GCPR_RECIPE_PATH, GCPR_LUA_DIR (load the gcp modules from a source tree),\n"
+    "GCPR_CONNECT_TO (suffix=host:port: send connections for *.suffix:443 elsewhere, keeping\n"
+    "Host and SNI), GCPR_CA_BUNDLE (CA file for TLS), GCPR_TOKEN_HOSTS (more https hosts\n"
+    "that may receive access tokens).\n";
+
+static int usage_error(const char *fmt, const char *arg) {
+  fprintf(stderr, "%s: ", progname);
+  fprintf(stderr, fmt, arg);
+  fprintf(stderr, "\nTry 'gcpr --help'.\n");
+  return EXIT_USAGE;
+}
+
+typedef struct {
+  int dry_run, verbose;
+  double timeout_s;
+  size_t memory_mib;
+  const char *recipe;
+  char **params;
+  int nparams;
+} options;
+
+/* "90", "90s", "15m", "2h" -> seconds; -1 when malformed. */
+static double parse_duration(const char *s) {
+  char *end;
+  double v = strtod(s, &end);
+  if (end == s || !(v > 0)) return -1;
+  if (*end == '\0' || strcmp(end, "s") == 0) return v;
+  if (strcmp(end, "ms") == 0) return v / 1000;
+  if (strcmp(end, "m") == 0) return v * 60;
+  if (strcmp(end, "h") == 0) return v * 3600;
+  return -1;
+}
+
+static int exe_dir(char *buf, size_t n) {
+  ssize_t len = readlink("/proc/self/exe", buf, n - 1);
+  if (len <= 0) return -1;
+  buf[len] = '\0';
+  char *slash = strrchr(buf, '/');
+  if (!slash) return -1;
+  *slash = '\0';
+  return 0;
+}
+
+static int file_exists(const char *path) { return access(path, R_OK) == 0; }
+
+/* Finds NAME.lua along the search path; writes the places tried into tried. */
+static int find_recipe(const char *name, char *out, size_t n, char *tried, size_t tn) {
+  char dirs[4096] = "";
+  const char *env = getenv("GCPR_RECIPE_PATH");
+  char exe[PATH_MAX];
+  if (env && *env) snprintf(dirs, sizeof dirs, "%s:", env);
+  strncat(dirs, "recipes", sizeof dirs - strlen(dirs) - 1);
+  if (exe_dir(exe, sizeof exe) == 0) {
+    size_t used = strlen(dirs);
+    snprintf(dirs + used, sizeof dirs - used, ":%s/../share/gcpr/recipes:%s/../recipes", exe, exe);
+  }
+  tried[0] = '\0';
+  for (char *save = NULL, *d = strtok_r(dirs, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
+    snprintf(out, n, "%s/%s.lua", d, name);
+    if (file_exists(out)) return 0;
+    size_t used = strlen(tried);
+    snprintf(tried + used, tn - used, "%s%s", used ? ", " : "", d);
+  }
+  return -1;
+}
+
+typedef struct {
+  int exit_code;
+  char *out, *err;
+  const char *recipe;
+  double timeout_s;
+  size_t memory_mib;
+} outcome;
+
+static char *dup_string(lua_State *L, int idx) {
+  size_t n;
+  const char *s = lua_tolstring(L, idx, &n);
+  if (!s) return NULL;
+  char *copy = malloc(n + 1);
+  if (copy) memcpy(copy, s, n + 1);
+  return copy;
+}
+
+static void on_finish(gcpr_run *run, void *ud) {
+  outcome *o = ud;
+  lua_State *L = run->L;
+  if (run->state == GCPR_RUN_OK) {
+    /* gcp.runner.main returned: exit code, stdout text, stderr text */
+    int top = lua_gettop(L);
+    o->exit_code = (int)lua_tointeger(L, top - 2);
+    o->out = dup_string(L, top - 1);
+    o->err = dup_string(L, top);
+  } else if (run->state == GCPR_RUN_FAILED) {
+    const char *tb = lua_tostring(L, -2);
+    o->exit_code = EXIT_FAILED;
+    lua_pushfstring(L, "%s: internal error: %s", progname, tb ? tb : "(no traceback)");
+    o->err = dup_string(L, -1);
+    lua_pop(L, 1);
+  } else {
+    char pending[1024], msg[1400];
+    gcpr_run_describe_pending(run, pending, sizeof pending);
+    const char *waiting = pending[0] ? "; it was waiting on: " : "";
+    const char *r = run->kill_reason;
+    if (strcmp(r, "deadline") == 0) {
+      o->exit_code = EXIT_LIMIT;
+      snprintf(msg, sizeof msg, "%s: %s: run exceeded its deadline of %gs (--timeout)%s%s",
+               progname, o->recipe, o->timeout_s, waiting, pending);
+    } else if (strcmp(r, "memory cap") == 0) {
+      o->exit_code = EXIT_LIMIT;
+      snprintf(msg, sizeof msg, "%s: %s: run exceeded its memory cap of %zu MiB (--memory)",
+               progname, o->recipe, o->memory_mib);
+    } else if (strcmp(r, "interrupted") == 0) {
+      o->exit_code = EXIT_INTERRUPTED;
+      snprintf(msg, sizeof msg, "%s: %s: interrupted%s%s (requests already sent may have "
+               "taken effect)", progname, o->recipe, waiting, pending);
+    } else {
+      o->exit_code = EXIT_FAILED;
+      snprintf(msg, sizeof msg, "%s: %s: run stopped: %s", progname, o->recipe, r);
+    }
+    o->err = strdup(msg);
+  }
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg) {
+  (void)sig;
+  (void)what;
+  gcpr_run_kill(arg, "interrupted");
+}
+
+static int cmd_run(const options *opt) {
+  char path[PATH_MAX], tried[4096];
+  const char *recipe = opt->recipe;
+  if (!strchr(recipe, '/') && !strstr(recipe, ".lua")) {
+    if (find_recipe(recipe, path, sizeof path, tried, sizeof tried) != 0) {
+      fprintf(stderr, "%s: recipe '%s' not found (looked for %s.lua in: %s)\n", progname,
+              recipe, recipe, tried);
+      return EXIT_USAGE;
+    }
+    recipe = path;
+  }
+  gcpr_run *run = gcpr_host_new_run(opt->memory_mib << 20);
+  if (!run) {
+    fprintf(stderr, "%s: out of memory\n", progname);
+    return EXIT_FAILED;
+  }
+  outcome o = {EXIT_FAILED, NULL, NULL, recipe, opt->timeout_s, opt->memory_mib};
+  lua_State *L = run->L;
+  run->dry_run = opt->dry_run;
+  run->on_finish = on_finish;
+  run->ud = &o;
+  gcpr_run_init(run, opt->timeout_s);
+  struct event *sigint = evsignal_new(gcpr_loop_base(), SIGINT, on_signal, run);
+  struct event *sigterm = evsignal_new(gcpr_loop_base(), SIGTERM, on_signal, run);
+  event_add(sigint, NULL);
+  event_add(sigterm, NULL);
+  /* The main task: require("gcp.runner").main(recipe_path, {params...}) */
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "gcp.runner");
+  if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+    fprintf(stderr, "%s: internal error: %s\n", progname, lua_tostring(L, -1));
+  } else {
+    lua_getfield(L, -1, "main");
+    lua_remove(L, -2);
+    lua_pushstring(L, recipe);
+    lua_createtable(L, opt->nparams, 0);
+    for (int i = 0; i < opt->nparams; i++) {
+      lua_pushstring(L, opt->params[i]);
+      lua_rawseti(L, -2, i + 1);
+    }
+    gcpr_run_start(run, 2);
+    while (run->state == GCPR_RUN_RUNNING) event_base_loop(gcpr_loop_base(), EVLOOP_ONCE);
+    fflush(stdout);
+    if (o.out) fputs(o.out, stdout);
+    fflush(stdout);
+    if (o.err) fprintf(stderr, "%s\n", o.err);
+  }
+  event_free(sigint);
+  event_free(sigterm);
+  gcpr_host_free_run(run);
+  free(o.out);
+  free(o.err);
+  return o.exit_code;
+}
+
+int main(int argc, char **argv) {
+  options opt = {0, 0, 3600, 512, NULL, NULL, 0};
+  int i = 1;
+  if (argc < 2) return usage_error("missing command%s", "");
+  if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+      strcmp(argv[1], "help") == 0) {
+    fputs(usage_text, stdout);
+    return EXIT_OK;
+  }
+  if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0) {
+    printf("gcpr %s\n", GCPR_VERSION);
+    return EXIT_OK;
+  }
+  if (strcmp(argv[1], "run") != 0) return usage_error("unknown command '%s'", argv[1]);
+  /* Options may come before or after RECIPE (params never start with '-'); "--" ends them. */
+  char **rest = calloc((size_t)argc, sizeof *rest);
+  int nrest = 0, options_done = 0;
+  if (!rest) return EXIT_FAILED;
+  for (i = 2; i < argc; i++) {
+    const char *a = argv[i];
+    if (options_done || a[0] != '-' || !a[1]) {
+      rest[nrest++] = argv[i];
+    } else if (strcmp(a, "--") == 0) {
+      options_done = 1;
+    } else if (strcmp(a, "-n") == 0 || strcmp(a, "--dry-run") == 0) {
+      opt.dry_run = 1;
+    } else if (strcmp(a, "-v") == 0 || strcmp(a, "--verbose") == 0) {
+      opt.verbose = 1;
+    } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+      fputs(usage_text, stdout);
+      free(rest);
+      return EXIT_OK;
+    } else if (strcmp(a, "-t") == 0 || strcmp(a, "--timeout") == 0 ||
+               strncmp(a, "--timeout=", 10) == 0) {
+      const char *v = a[1] == '-' && a[9] == '=' ? a + 10 : (++i < argc ? argv[i] : NULL);
+      if (!v || (opt.timeout_s = parse_duration(v)) < 0) {
+        free(rest);
+        return usage_error("--timeout expects a duration such as 90s, 15m or 2h, got '%s'",
+                           v ? v : "");
+      }
+    } else if (strcmp(a, "--memory") == 0 || strncmp(a, "--memory=", 9) == 0) {
+      const char *v = a[8] == '=' ? a + 9 : (++i < argc ? argv[i] : NULL);
+      char *end = NULL;
+      long mib = v ? strtol(v, &end, 10) : 0;
+      if (!v || *end || mib < 16 || mib > 65536) {
+        free(rest);
+        return usage_error("--memory expects MiB between 16 and 65536, got '%s'", v ? v : "");
+      }
+      opt.memory_mib = (size_t)mib;
+    } else {
+      free(rest);
+      return usage_error("unknown option '%s'", a);
+    }
+  }
+  if (nrest == 0) {
+    free(rest);
+    return usage_error("run: missing RECIPE%s", "");
+  }
+  opt.recipe = rest[0];
+  opt.params = rest + 1;
+  opt.nparams = nrest - 1;
+  if (opt.verbose) gcpr_log_set_level(GCPR_LOG_DEBUG);
+  int code = cmd_run(&opt);
+  free(rest);
+  gcpr_auth_cleanup();
+  gcpr_http_cleanup();
+  gcpr_loop_free();
+  return code;
+}
