@@ -127,6 +127,29 @@ describe("service-account credentials", function()
   end)
 end)
 
+describe("the token cache", function()
+  it("refreshes a token ahead of its expiry, once", function()
+    local fake = t.start_fake("--token-lifetime 4")
+    local dir = t.tmpdir()
+    local path = t.recipe(dir, "refresh", [[
+      local gcp = require "gcp"
+      return gcp.recipe{description = "refresh", run = function()
+        local a = gcp.token{}
+        gcp.sleep(1.5)
+        local b = gcp.token{}   -- still fresh: 4 s lifetime, refreshed 1 s before expiry
+        gcp.sleep(2)
+        local c = gcp.token{}   -- within the refresh margin: a new one
+        return {first_reused = a == b, refreshed = b ~= c}
+      end}
+    ]])
+    local r = t.run(fake, {"run", path})
+    fake:stop()
+    assert.are.equal(0, r.code, r.stderr)
+    assert.are.same({first_reused = true, refreshed = true}, t.json.decode(r.stdout))
+    assert.are.equal(2, fake:count("POST", "^/token$"))
+  end)
+end)
+
 describe("the transcript of every integration run", function()
   it("holds no token, JWT or private key", function()
     local text = table.concat(t.transcript, "\n")

@@ -38,6 +38,20 @@ describe("gcpr CLI", function()
     assert.are.equal("hello world\n", r.stdout)
   end)
 
+  it("loads the gcp modules from GCPR_LUA_DIR when it is set", function()
+    local dir = t.tmpdir()
+    os.execute("cp -r " .. t.quote(t.source .. "/lua/gcp") .. " " .. t.quote(dir .. "/gcp"))
+    t.write_file(dir .. "/gcp/init.lua", (t.read_file(dir .. "/gcp/init.lua"):gsub("\nreturn M\n?$",
+      "\nM.from_source_tree = true\nreturn M\n")))
+    local path = t.recipe(dir, "which", [[
+      local gcp = require "gcp"
+      return gcp.recipe{description = "which", run = function() return tostring(gcp.from_source_tree) end}
+    ]])
+    assert.are.equal("nil\n", t.run(nil, {"run", path}).stdout)
+    local r = t.run(nil, {"run", path}, {GCPR_LUA_DIR = dir})
+    assert.are.equal("true\n", r.stdout, r.stderr)
+  end)
+
   it("exits 2 for a recipe that does not compile, with its line", function()
     local dir = t.tmpdir()
     local path = t.recipe(dir, "broken", "local gcp = require 'gcp'\nreturn gcp.recipe{\n")
