@@ -36,7 +36,7 @@ struct gcpr_http {
   char **hdrs;
   size_t nhdrs, hdrs_cap;
   long status;
-  int has_bearer, too_large, running;
+  int has_bearer, too_large, running, follow;
   double timeout_s, started;
   CURLcode result;
   char errbuf[CURL_ERROR_SIZE];
@@ -384,6 +384,13 @@ int gcpr_http_start(gcpr_http *req, gcpr_http_cb cb, void *ud) {
   curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(req->timeout_s * 1000));
   curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
   if (cfg.ca_bundle) curl_easy_setopt(e, CURLOPT_CAINFO, cfg.ca_bundle);
+  /* curl sends neither Authorization nor cookies to another host, port or scheme on a
+   * redirect (no CURLOPT_UNRESTRICTED_AUTH): a token stays with the host it was meant for. */
+  if (req->follow) {
+    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 1L);
+    curl_easy_setopt(e, CURLOPT_MAXREDIRS, 5L);
+    curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+  }
   if (req->connect_to) curl_easy_setopt(e, CURLOPT_CONNECT_TO, req->connect_to);
   if (strcmp(req->method, "GET") == 0) {
     curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
@@ -448,11 +455,20 @@ const char *gcpr_http_header_line(const gcpr_http *req, size_t i) { return req->
 
 /* ---- core.http: the primitive recipes reach through gcp.http ---- */
 
+enum http_auth { AUTH_NONE, AUTH_ACCESS, AUTH_ID };
+
 typedef struct {
   gcpr_op op;
   gcpr_http *req;
   gcpr_token_req *token_req;
-  char *scopes;
+  char *method, *url, *body;
+  size_t body_len;
+  char **headers; /* "Name: value", NULL-terminated */
+  double timeout_s;
+  enum http_auth auth;
+  char *scopes, *audience, *impersonate, *delegates, *subject, *quota_project;
+  char *token; /* the token sent, so a 401 can invalidate exactly it */
+  int retried;
   char *error;
   int exit_code;
 } http_op;
@@ -460,21 +476,37 @@ typedef struct {
 static void http_op_describe(gcpr_op *op, char *buf, size_t n) {
   http_op *h = (http_op *)op;
   char shown[1024];
-  gcpr_log_redact_url(h->req->url, shown, sizeof shown);
-  snprintf(buf, n, "%s %s%s", h->req->method, shown, h->token_req ? " (getting a token)" : "");
+  gcpr_log_redact_url(h->url, shown, sizeof shown);
+  snprintf(buf, n, "%s %s%s", h->method, shown, h->token_req ? " (getting a token)" : "");
 }
 
 static void http_op_cancel(gcpr_op *op) {
   http_op *h = (http_op *)op;
   if (h->token_req) gcpr_auth_cancel(h->token_req);
   h->token_req = NULL;
-  gcpr_http_cancel(h->req);
+  if (h->req) gcpr_http_cancel(h->req);
+}
+
+static void secret_free(char *s) {
+  if (s) OPENSSL_cleanse(s, strlen(s));
+  free(s);
 }
 
 static void http_op_destroy(gcpr_op *op) {
   http_op *h = (http_op *)op;
   gcpr_http_free(h->req);
+  for (char **p = h->headers; p && *p; p++) free(*p);
+  free(h->headers);
+  free(h->method);
+  free(h->url);
+  free(h->body);
   free(h->scopes);
+  free(h->audience);
+  free(h->impersonate);
+  free(h->delegates);
+  free(h->subject);
+  free(h->quota_project);
+  secret_free(h->token);
   free(h->error);
   free(h);
 }
@@ -548,106 +580,200 @@ static int http_op_push(lua_State *L, gcpr_op *op) {
 static const struct gcpr_op_vtable http_vt = {"HTTP request", http_op_describe, http_op_cancel,
                                               http_op_push, http_op_destroy};
 
-static void http_done(gcpr_http *req, void *ud) {
-  (void)req;
-  gcpr_op_done(ud);
-}
-
-static void token_ready(void *ud, const char *token, const char *error, int exit_code) {
-  http_op *h = ud;
-  h->token_req = NULL;
-  if (token && gcpr_http_set_bearer(h->req, token) == 0 &&
-      gcpr_http_start(h->req, http_done, h) == 0)
-    return;
+static void op_fail(http_op *h, const char *error, int exit_code) {
+  free(h->error);
   h->error = strdup(error ? error : "cannot start the request (out of memory)");
   h->exit_code = error ? exit_code : GCPR_EXIT_FAILED;
   gcpr_op_done(&h->op);
 }
 
-static const char *opt_string(lua_State *L, int t, const char *field, const char *def) {
-  lua_getfield(L, t, field);
-  const char *s = lua_isnil(L, -1) ? def : lua_tostring(L, -1);
-  if (!s && !lua_isnil(L, -1)) luaL_error(L, "core.http: '%s' must be a string", field);
-  lua_pop(L, 1); /* the value stays referenced by the spec table */
-  return s;
+static gcpr_token_spec token_spec(const http_op *h) {
+  gcpr_token_spec spec = {h->auth == AUTH_ID ? GCPR_TOKEN_ID : GCPR_TOKEN_ACCESS, h->scopes,
+                          h->audience, h->impersonate, h->delegates, h->subject};
+  return spec;
 }
 
-/* core.http{method=, url=, headers={name=value}, body=, timeout=, auth="auto"|"access_token"|
- * "none", scopes=} -> response | nil, err. gcp/http.lua builds the spec and the errors. */
-static int l_http(lua_State *L) {
-  luaL_checktype(L, 1, LUA_TTABLE);
-  lua_settop(L, 1);
-  const char *method = opt_string(L, 1, "method", "GET");
-  const char *url = opt_string(L, 1, "url", NULL);
-  const char *auth = opt_string(L, 1, "auth", "auto");
-  const char *scopes = opt_string(L, 1, "scopes", "https://www.googleapis.com/auth/cloud-platform");
-  if (!url) return luaL_error(L, "core.http: 'url' is required");
-  gcpr_task_check(L, "gcp.http");
-  int want_token;
-  if (strcmp(auth, "none") == 0) want_token = 0;
-  else if (strcmp(auth, "auto") == 0) want_token = gcpr_http_token_allowed(url);
-  else if (strcmp(auth, "access_token") == 0) {
-    if (!gcpr_http_token_allowed(url))
-      return luaL_error(L, "refusing to send an access token to %s: tokens go only to https "
-                        "hosts under googleapis.com (add others to GCPR_TOKEN_HOSTS)", url);
-    want_token = 1;
-  } else {
-    return luaL_error(L, "core.http: unknown auth '%s'", auth);
+static void begin(http_op *h);
+
+static void http_done(gcpr_http *req, void *ud) {
+  http_op *h = ud;
+  (void)req;
+  /* An API that says 401 to a token we hold gets one new token and one retry: tokens can be
+   * revoked or expire early; a second 401 is the answer. */
+  if (h->token && !h->retried && req->result == CURLE_OK && req->status == 401) {
+    gcpr_token_spec spec = token_spec(h);
+    h->retried = 1;
+    gcpr_log(GCPR_LOG_DEBUG, "401 from %s: getting a new token and retrying once", h->method);
+    gcpr_auth_invalidate(&spec, h->token);
+    gcpr_http_free(h->req);
+    h->req = NULL;
+    begin(h);
+    return;
   }
-  http_op *h = calloc(1, sizeof *h);
-  if (!h) return luaL_error(L, "out of memory");
-  h->op.vt = &http_vt;
-  h->req = gcpr_http_new(method, url);
-  if (!h->req) {
-    free(h);
-    return luaL_error(L, "out of memory");
+  gcpr_op_done(&h->op);
+}
+
+static void send_with(http_op *h, const char *token) {
+  gcpr_http *req = gcpr_http_new(h->method, h->url);
+  int failed = !req;
+  for (char **p = h->headers; !failed && p && *p; p++) failed = gcpr_http_add_header(req, *p) != 0;
+  if (!failed && h->body) failed = gcpr_http_set_body(req, h->body, h->body_len) != 0;
+  if (!failed && token) {
+    secret_free(h->token);
+    h->token = strdup(token);
+    failed = !h->token || gcpr_http_set_bearer(req, token) != 0;
   }
-  lua_getfield(L, 1, "timeout");
-  if (lua_isnumber(L, -1)) gcpr_http_set_timeout(h->req, lua_tonumber(L, -1));
+  if (!failed && token && h->auth == AUTH_ACCESS) {
+    const char *quota = h->quota_project ? h->quota_project : gcpr_auth_quota_project();
+    if (quota && *quota) {
+      char line[512];
+      snprintf(line, sizeof line, "x-goog-user-project: %s", quota);
+      failed = gcpr_http_add_header(req, line) != 0;
+    }
+  }
+  if (!failed) {
+    req->timeout_s = h->timeout_s;
+    req->follow = 1;
+  }
+  h->req = req;
+  if (failed || gcpr_http_start(req, http_done, h) != 0) op_fail(h, NULL, 0);
+}
+
+static void token_ready(void *ud, const char *token, const char *error, int exit_code) {
+  http_op *h = ud;
+  h->token_req = NULL;
+  if (token) send_with(h, token);
+  else op_fail(h, error, exit_code);
+}
+
+static void begin(http_op *h) {
+  if (h->auth == AUTH_NONE) {
+    send_with(h, NULL);
+    return;
+  }
+  gcpr_token_spec spec = token_spec(h);
+  const char *token = NULL, *error = NULL;
+  int exit_code = GCPR_EXIT_FAILED;
+  h->token_req = gcpr_auth_token(&spec, &token, &error, &exit_code, token_ready, h);
+  if (!h->token_req) token_ready(h, token, error, exit_code);
+}
+
+static char *opt_copy(lua_State *L, int t, const char *field) {
+  lua_getfield(L, t, field);
+  if (!lua_isnil(L, -1) && !lua_isstring(L, -1))
+    luaL_error(L, "core.http: '%s' must be a string", field);
+  const char *s = lua_tostring(L, -1);
+  char *copy = s ? strdup(s) : NULL;
   lua_pop(L, 1);
-  int failed = 0;
+  return copy;
+}
+
+static int parse_spec(lua_State *L, http_op *h, const char **auth) {
+  static const char *const fields[] = {"scopes", "audience", "impersonate", "delegates",
+                                       "subject", "quota_project"};
+  char **slots[] = {&h->scopes, &h->audience, &h->impersonate, &h->delegates, &h->subject,
+                    &h->quota_project};
+  h->method = opt_copy(L, 1, "method");
+  h->url = opt_copy(L, 1, "url");
+  if (!h->method) h->method = strdup("GET");
+  for (int i = 0; i < 6; i++) *slots[i] = opt_copy(L, 1, fields[i]);
+  lua_getfield(L, 1, "timeout");
+  h->timeout_s = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : DEFAULT_TIMEOUT_S;
+  lua_pop(L, 1);
+  lua_getfield(L, 1, "auth");
+  *auth = lua_isnil(L, -1) ? "auto" : lua_tostring(L, -1);
+  lua_pop(L, 1); /* the string stays referenced by the spec table */
+  size_t len;
+  lua_getfield(L, 1, "body");
+  const char *body = lua_tolstring(L, -1, &len);
+  if (body && (h->body = malloc(len ? len : 1))) {
+    memcpy(h->body, body, len);
+    h->body_len = len;
+  }
+  lua_pop(L, 1);
+  int n = 0;
   if (lua_getfield(L, 1, "headers") == LUA_TTABLE) {
     lua_pushnil(L);
-    while (!failed && lua_next(L, -2)) {
+    while (lua_next(L, -2)) {
+      n++;
+      lua_pop(L, 1);
+    }
+    h->headers = calloc((size_t)n + 1, sizeof *h->headers);
+    n = 0;
+    lua_pushnil(L);
+    while (h->headers && lua_next(L, -2)) {
       if (lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TSTRING) {
-        lua_pushfstring(L, "%s: %s", lua_tostring(L, -2), lua_tostring(L, -1));
-        failed = gcpr_http_add_header(h->req, lua_tostring(L, -1)) != 0;
-        lua_pop(L, 1);
+        size_t kl, vl;
+        const char *k = lua_tolstring(L, -2, &kl), *v = lua_tolstring(L, -1, &vl);
+        if ((h->headers[n] = malloc(kl + vl + 3))) {
+          snprintf(h->headers[n], kl + vl + 3, "%s: %s", k, v);
+          n++;
+        }
       }
       lua_pop(L, 1);
     }
   }
   lua_pop(L, 1);
-  size_t body_len;
-  lua_getfield(L, 1, "body");
-  const char *body = lua_tolstring(L, -1, &body_len);
-  if (body) failed = failed || gcpr_http_set_body(h->req, body, body_len) != 0;
-  lua_pop(L, 1);
-  if (failed) {
+  return h->method && h->url && (!body || h->body);
+}
+
+static int pending_gc(lua_State *L) {
+  http_op **box = lua_touserdata(L, 1);
+  if (*box) http_op_destroy(&(*box)->op);
+  *box = NULL;
+  return 0;
+}
+
+/* core.http{method=, url=, headers={name=value}, body=, timeout=, auth="auto"|"access_token"|
+ * "id_token"|"none", scopes=, audience=, impersonate=, delegates=, subject=, quota_project=}
+ * -> response | nil, err. gcp/http.lua builds the spec and the errors. */
+static int l_http(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  gcpr_task_check(L, "gcp.http");
+  http_op *h = calloc(1, sizeof *h);
+  if (!h) return luaL_error(L, "out of memory");
+  h->op.vt = &http_vt;
+  /* Held by a box until it is handed to the loop, so an error while parsing frees it. */
+  http_op **box = lua_newuserdatauv(L, sizeof *box, 0);
+  *box = h;
+  if (luaL_newmetatable(L, "gcpr.http.Pending")) {
+    lua_pushcfunction(L, pending_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_setmetatable(L, -2);
+  const char *auth = NULL;
+  int ok = parse_spec(L, h, &auth);
+  *box = NULL;
+  if (!ok) {
     http_op_destroy(&h->op);
-    return luaL_error(L, "out of memory");
+    return luaL_error(L, h->url ? "out of memory" : "core.http: 'url' is required");
   }
-  if (want_token) {
-    const char *token = NULL, *error = NULL;
-    int exit_code = GCPR_EXIT_FAILED;
-    h->token_req = gcpr_auth_access_token(scopes, &token, &error, &exit_code, token_ready, h);
-    if (!h->token_req) {
-      if (error) {
-        h->error = strdup(error);
-        h->exit_code = exit_code;
-        gcpr_op_done(&h->op);
-      } else if (gcpr_http_set_bearer(h->req, token) != 0 ||
-                 gcpr_http_start(h->req, http_done, h) != 0) {
-        h->error = strdup("cannot start the request (out of memory)");
-        h->exit_code = GCPR_EXIT_FAILED;
-        gcpr_op_done(&h->op);
-      }
-    }
-  } else if (gcpr_http_start(h->req, http_done, h) != 0) {
-    h->error = strdup("cannot start the request (out of memory)");
-    h->exit_code = GCPR_EXIT_FAILED;
-    gcpr_op_done(&h->op);
+  const char *refusal = NULL;
+  if (strcmp(auth, "none") == 0) {
+    h->auth = AUTH_NONE;
+  } else if (strcmp(auth, "auto") == 0) {
+    h->auth = gcpr_http_token_allowed(h->url) ? AUTH_ACCESS : AUTH_NONE;
+  } else if (strcmp(auth, "access_token") == 0) {
+    h->auth = AUTH_ACCESS;
+    if (!gcpr_http_token_allowed(h->url))
+      refusal = "refusing to send an access token to %s: access tokens go only to https hosts "
+                "under googleapis.com (add others to GCPR_TOKEN_HOSTS)";
+  } else if (strcmp(auth, "id_token") == 0) {
+    h->auth = AUTH_ID;
+    if (strncasecmp(h->url, "https://", 8) != 0)
+      refusal = "refusing to send an ID token to %s over plain http";
+    else if (!h->audience)
+      refusal = "an ID token for %s needs an audience";
+  } else {
+    refusal = "core.http: unknown auth for %s";
   }
+  if (refusal) {
+    lua_pushfstring(L, refusal, h->url);
+    http_op_destroy(&h->op);
+    return lua_error(L);
+  }
+  begin(h);
   return gcpr_op_yield(L, &h->op);
 }
 

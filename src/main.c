@@ -31,33 +31,48 @@ static const char *progname = "gcpr";
 
 static const char usage_text[] =
     "usage: gcpr run [options] RECIPE [name=value | name:=json ...]\n"
+    "       gcpr token [--scopes S | --audience A] [--impersonate SA] [--format bare|header|json]\n"
+    "       gcpr auth info [--scopes S | --audience A] [--impersonate SA] [--format text|json]\n"
     "       gcpr --help | --version\n"
     "\n"
-    "Runs a recipe: a Lua script that calls Google Cloud APIs through the gcp module.\n"
+    "run: runs a recipe, a Lua script that calls Google Cloud APIs through the gcp module.\n"
     "RECIPE is a path to a .lua file, or a name looked up as NAME.lua in $GCPR_RECIPE_PATH\n"
     "(colon-separated), ./recipes, and the recipes installed beside the gcpr binary.\n"
-    "\n"
-    "Parameters: name=value is converted to the parameter's declared type (lists are\n"
-    "comma-separated); name:=json passes a JSON value as is (name:='[\"a\",\"b\"]').\n"
+    "name=value is converted to the parameter's declared type (lists are comma-separated);\n"
+    "name:=json passes a JSON value as is (name:='[\"a\",\"b\"]').\n"
+    "token: prints an access token (or, with --audience, an ID token).\n"
+    "auth info: says which credentials were found and why, the principal, scopes, expiry.\n"
     "\n"
     "Options:\n"
-    "  -n, --dry-run        send reads (GET) but print each mutating request instead of\n"
-    "                       sending it, and do not wait on operations\n"
-    "  -v, --verbose        log one line per HTTP request and response (tokens redacted)\n"
-    "  -t, --timeout DUR    deadline for the whole run: 90, 90s, 15m, 2h (default 1h)\n"
-    "      --memory MIB     memory cap for the run's Lua state in MiB (default 512)\n"
-    "  -h, --help           show this help\n"
-    "      --version        show the version\n"
+    "  -n, --dry-run          send reads (GET) but print each mutating request instead of\n"
+    "                         sending it, and do not wait on operations\n"
+    "  -v, --verbose          log one line per HTTP request and response (tokens redacted)\n"
+    "  -t, --timeout DUR      deadline for the whole run: 90, 90s, 15m, 2h (default 1h)\n"
+    "      --memory MIB       memory cap for the run's Lua state in MiB (default 512)\n"
+    "      --scopes S         OAuth scopes, comma- or space-separated (default cloud-platform)\n"
+    "      --audience A       get an ID token for audience A (token, auth info)\n"
+    "      --impersonate SA   act as service account SA (IAM Credentials), on top of any\n"
+    "                         credentials\n"
+    "      --delegates LIST   comma-separated delegation chain for --impersonate\n"
+    "      --subject USER     act as USER (domain-wide delegation; service-account keys)\n"
+    "      --quota-project P  bill API quota to project P (x-goog-user-project)\n"
+    "      --format F         token: bare (default), header or json; auth info: text or json\n"
+    "  -h, --help             show this help\n"
+    "      --version          show the version\n"
     "\n"
     "Exit codes: 0 success; 1 the recipe or an API call failed; 2 bad usage or bad input\n"
-    "(arguments, parameters, recipe file, credentials file); 3 the run hit its deadline or\n"
-    "memory cap; 130 interrupted.\n"
+    "(arguments, parameters, recipe file, credentials); 3 the run hit its deadline or memory\n"
+    "cap; 130 interrupted.\n"
     "\n"
-    "Environment: GOOGLE_APPLICATION_CREDENTIALS (service-account key file),\n"
-    "GCPR_RECIPE_PATH, GCPR_LUA_DIR (load the gcp modules from a source tree),\n"
-    "GCPR_CONNECT_TO (suffix=host:port: send connections for *.suffix:443 elsewhere, keeping\n"
-    "Host and SNI), GCPR_CA_BUNDLE (CA file for TLS), GCPR_TOKEN_HOSTS (more https hosts\n"
-    "that may receive access tokens).\n";
+    "Credentials (Application Default Credentials): GOOGLE_APPLICATION_CREDENTIALS, else\n"
+    "gcloud's application_default_credentials.json (CLOUDSDK_CONFIG or ~/.config/gcloud), else\n"
+    "the metadata server (GCE_METADATA_HOST; skipped with GCPR_NO_METADATA=1 or\n"
+    "NO_GCE_CHECK=true). GOOGLE_CLOUD_QUOTA_PROJECT sets the quota project.\n"
+    "Other environment: GCPR_RECIPE_PATH, GCPR_LUA_DIR (load the gcp modules from a source\n"
+    "tree), GCPR_CONNECT_TO (suffix=host:port,...: send connections for *.suffix:443\n"
+    "elsewhere, keeping Host and SNI), GCPR_CA_BUNDLE (CA file for TLS), GCPR_TOKEN_HOSTS (more\n"
+    "https hosts that may receive access tokens), GCPR_ALLOW_SHARED_CREDENTIALS=1 (accept\n"
+    "credential files readable by group or others).\n";
 
 static int usage_error(const char *fmt, const char *arg) {
   fprintf(stderr, "%s: ", progname);
@@ -66,13 +81,18 @@ static int usage_error(const char *fmt, const char *arg) {
   return EXIT_USAGE;
 }
 
+/* Options whose values the gcp modules read (auth defaults, token format). */
+static const char *const lua_options[] = {"scopes", "audience", "impersonate", "delegates",
+                                          "subject", "quota-project", "format", NULL};
+
 typedef struct {
+  const char *command; /* "run", "token", "auth info" */
   int dry_run, verbose;
   double timeout_s;
   size_t memory_mib;
-  const char *recipe;
-  char **params;
-  int nparams;
+  const char *values[8]; /* lua_options' values, in order */
+  char **args;           /* RECIPE and params for run */
+  int nargs;
 } options;
 
 /* "90", "90s", "15m", "2h" -> seconds; -1 when malformed. */
@@ -185,8 +205,8 @@ static void on_signal(evutil_socket_t sig, short what, void *arg) {
 
 static int cmd_run(const options *opt) {
   char path[PATH_MAX], tried[4096];
-  const char *recipe = opt->recipe;
-  if (!strchr(recipe, '/') && !strstr(recipe, ".lua")) {
+  const char *recipe = opt->nargs > 0 ? opt->args[0] : opt->command;
+  if (strcmp(opt->command, "run") == 0 && !strchr(recipe, '/') && !strstr(recipe, ".lua")) {
     if (find_recipe(recipe, path, sizeof path, tried, sizeof tried) != 0) {
       fprintf(stderr, "%s: recipe '%s' not found (looked for %s.lua in: %s)\n", progname,
               recipe, recipe, tried);
@@ -209,7 +229,7 @@ static int cmd_run(const options *opt) {
   struct event *sigterm = evsignal_new(gcpr_loop_base(), SIGTERM, on_signal, run);
   event_add(sigint, NULL);
   event_add(sigterm, NULL);
-  /* The main task: require("gcp.runner").main(recipe_path, {params...}) */
+  /* The main task: require("gcp.runner").main(command, {recipe path, params...}, options) */
   lua_getglobal(L, "require");
   lua_pushliteral(L, "gcp.runner");
   if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
@@ -217,13 +237,19 @@ static int cmd_run(const options *opt) {
   } else {
     lua_getfield(L, -1, "main");
     lua_remove(L, -2);
-    lua_pushstring(L, recipe);
-    lua_createtable(L, opt->nparams, 0);
-    for (int i = 0; i < opt->nparams; i++) {
-      lua_pushstring(L, opt->params[i]);
+    lua_pushstring(L, opt->command);
+    lua_createtable(L, opt->nargs, 0);
+    for (int i = 0; i < opt->nargs; i++) {
+      lua_pushstring(L, i == 0 && strcmp(opt->command, "run") == 0 ? recipe : opt->args[i]);
       lua_rawseti(L, -2, i + 1);
     }
-    gcpr_run_start(run, 2);
+    lua_newtable(L);
+    for (int i = 0; lua_options[i]; i++) {
+      if (!opt->values[i]) continue;
+      lua_pushstring(L, opt->values[i]);
+      lua_setfield(L, -2, lua_options[i]);
+    }
+    gcpr_run_start(run, 3);
     while (run->state == GCPR_RUN_RUNNING) event_base_loop(gcpr_loop_base(), EVLOOP_ONCE);
     fflush(stdout);
     if (o.out) fputs(o.out, stdout);
@@ -238,8 +264,31 @@ static int cmd_run(const options *opt) {
   return o.exit_code;
 }
 
+/* Matches "--name VALUE" or "--name=VALUE" for the options in lua_options. Returns 1 and
+ * stores the value, 0 when a is not one of them, -1 when the value is missing. */
+static int lua_option(options *opt, int argc, char **argv, int *i) {
+  const char *a = argv[*i];
+  if (strncmp(a, "--", 2) != 0) return 0;
+  for (int k = 0; lua_options[k]; k++) {
+    size_t n = strlen(lua_options[k]);
+    if (strncmp(a + 2, lua_options[k], n) != 0) continue;
+    if (a[2 + n] == '=') {
+      opt->values[k] = a + 3 + n;
+      return 1;
+    }
+    if (a[2 + n] != '\0') continue;
+    if (++*i >= argc) return -1;
+    opt->values[k] = argv[*i];
+    return 1;
+  }
+  return 0;
+}
+
 int main(int argc, char **argv) {
-  options opt = {0, 0, 3600, 512, NULL, NULL, 0};
+  options opt;
+  memset(&opt, 0, sizeof opt);
+  opt.timeout_s = 3600;
+  opt.memory_mib = 512;
   int i = 1;
   if (argc < 2) return usage_error("missing command%s", "");
   if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
@@ -251,13 +300,22 @@ int main(int argc, char **argv) {
     printf("gcpr %s\n", GCPR_VERSION);
     return EXIT_OK;
   }
-  if (strcmp(argv[1], "run") != 0) return usage_error("unknown command '%s'", argv[1]);
+  int first = 2;
+  if (strcmp(argv[1], "run") == 0 || strcmp(argv[1], "token") == 0) {
+    opt.command = argv[1];
+  } else if (strcmp(argv[1], "auth") == 0 && argc > 2 && strcmp(argv[2], "info") == 0) {
+    opt.command = "auth info";
+    first = 3;
+  } else {
+    return usage_error("unknown command '%s' (commands: run, token, auth info)", argv[1]);
+  }
   /* Options may come before or after RECIPE (params never start with '-'); "--" ends them. */
   char **rest = calloc((size_t)argc, sizeof *rest);
-  int nrest = 0, options_done = 0;
+  int nrest = 0, options_done = 0, code = EXIT_USAGE;
   if (!rest) return EXIT_FAILED;
-  for (i = 2; i < argc; i++) {
+  for (i = first; i < argc; i++) {
     const char *a = argv[i];
+    int lo;
     if (options_done || a[0] != '-' || !a[1]) {
       rest[nrest++] = argv[i];
     } else if (strcmp(a, "--") == 0) {
@@ -274,33 +332,41 @@ int main(int argc, char **argv) {
                strncmp(a, "--timeout=", 10) == 0) {
       const char *v = a[1] == '-' && a[9] == '=' ? a + 10 : (++i < argc ? argv[i] : NULL);
       if (!v || (opt.timeout_s = parse_duration(v)) < 0) {
-        free(rest);
-        return usage_error("--timeout expects a duration such as 90s, 15m or 2h, got '%s'",
-                           v ? v : "");
+        usage_error("--timeout expects a duration such as 90s, 15m or 2h, got '%s'", v ? v : "");
+        goto done;
       }
     } else if (strcmp(a, "--memory") == 0 || strncmp(a, "--memory=", 9) == 0) {
       const char *v = a[8] == '=' ? a + 9 : (++i < argc ? argv[i] : NULL);
       char *end = NULL;
       long mib = v ? strtol(v, &end, 10) : 0;
       if (!v || *end || mib < 16 || mib > 65536) {
-        free(rest);
-        return usage_error("--memory expects MiB between 16 and 65536, got '%s'", v ? v : "");
+        usage_error("--memory expects MiB between 16 and 65536, got '%s'", v ? v : "");
+        goto done;
       }
       opt.memory_mib = (size_t)mib;
+    } else if ((lo = lua_option(&opt, argc, argv, &i)) != 0) {
+      if (lo < 0) {
+        usage_error("%s needs a value", a);
+        goto done;
+      }
     } else {
-      free(rest);
-      return usage_error("unknown option '%s'", a);
+      usage_error("unknown option '%s'", a);
+      goto done;
     }
   }
-  if (nrest == 0) {
-    free(rest);
-    return usage_error("run: missing RECIPE%s", "");
+  if (strcmp(opt.command, "run") == 0 && nrest == 0) {
+    usage_error("run: missing RECIPE%s", "");
+    goto done;
   }
-  opt.recipe = rest[0];
-  opt.params = rest + 1;
-  opt.nparams = nrest - 1;
+  if (strcmp(opt.command, "run") != 0 && nrest > 0) {
+    usage_error("unexpected argument '%s'", rest[0]);
+    goto done;
+  }
+  opt.args = rest;
+  opt.nargs = nrest;
   if (opt.verbose) gcpr_log_set_level(GCPR_LOG_DEBUG);
-  int code = cmd_run(&opt);
+  code = cmd_run(&opt);
+done:
   free(rest);
   gcpr_auth_cleanup();
   gcpr_http_cleanup();

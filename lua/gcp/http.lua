@@ -2,12 +2,12 @@
 -- primitive (which attaches an access token where allowed and waits on the loop), and turns
 -- every failure into a gcp.Error. In a dry run, mutating requests are printed, not sent.
 local core = require "gcpr.core"
+local auth = require "gcp.auth"
 local errors = require "gcp.errors"
 local json = require "gcp.json"
 
 local M = {}
 
-local CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
 local MUTATING = {POST = true, PUT = true, PATCH = true, DELETE = true}
 
 -- Percent-encodes s for a URL path segment or query value (RFC 3986 unreserved kept).
@@ -40,12 +40,9 @@ function M.encode_query(q)
   return table.concat(out, "&")
 end
 
-local function scopes_of(spec)
-  local s = spec.scopes
-  if s == nil then return CLOUD_PLATFORM end
-  if type(s) == "string" then return s end
-  if type(s) == "table" then return table.concat(s, " ") end
-  error("gcp.http: scopes must be a string or a list of strings", 3)
+-- The audience Cloud Scheduler would use: the URL without its query or fragment.
+local function default_audience(url)
+  return (url:gsub("[?#].*$", ""))
 end
 
 -- Google's error body, in either of its shapes: {"error": {code, message, status,
@@ -87,9 +84,12 @@ local function print_dry_run(method, url, headers, body, will_auth)
   core.write(table.concat(lines, "\n") .. "\n")
 end
 
--- gcp.http{method=, url=, query=, headers=, json= | body=, timeout=, auth=, scopes=, accept=}
--- -> {status, headers, body, json}. Raises a gcp.Error for a network failure or a status
--- outside 2xx (unless accept lists it, or accept = "any").
+-- gcp.http{method=, url=, query=, headers=, json= | body=, timeout=, accept=, auth=,
+--           scopes=, audience=, impersonate=, delegates=, subject=, quota_project=}
+-- -> {status, headers, body, json}. auth: "auto" (an access token for https googleapis.com
+-- hosts, none elsewhere), "access_token", "id_token" (audience defaults to the URL, as Cloud
+-- Scheduler does) or "none". Raises a gcp.Error for a network failure or a status outside
+-- 2xx (unless accept lists it, or accept = "any").
 function M.request(spec)
   if type(spec) ~= "table" then error("gcp.http expects a table {url = ..., ...}", 2) end
   local url = spec.url
@@ -122,15 +122,19 @@ function M.request(spec)
   elseif body ~= nil and type(body) ~= "string" then
     error("gcp.http: body must be a string (use json = for a table)", 2)
   end
-  local auth = spec.auth or "auto"
-  local scopes = scopes_of(spec)
+  local mode = spec.auth or "auto"
+  if mode ~= "auto" and mode ~= "access_token" and mode ~= "id_token" and mode ~= "none" then
+    error("gcp.http: auth must be \"auto\", \"access_token\", \"id_token\" or \"none\"", 2)
+  end
+  local req = auth.spec(spec, mode == "id_token" and "id" or "access", 2)
+  if mode == "id_token" and not req.audience then req.audience = default_audience(spec.url) end
   if core.dry_run() and MUTATING[method] then
-    local will_auth = auth == "access_token" or (auth == "auto" and core.token_allowed(url))
+    local will_auth = mode == "access_token" or mode == "id_token" or (mode == "auto" and core.token_allowed(url))
     print_dry_run(method, url, headers, body, will_auth)
     return {status = 200, headers = {}, body = "", json = {}, dry_run = true}
   end
-  local res, err = core.http{method = method, url = url, headers = headers, body = body,
-                             timeout = spec.timeout, auth = auth, scopes = scopes}
+  req.method, req.url, req.headers, req.body, req.timeout, req.auth = method, url, headers, body, spec.timeout, mode
+  local res, err = core.http(req)
   if not res then
     errors.raise({kind = err.kind, message = err.message, exit = err.exit, method = method,
                   url = url, curl_code = err.curl_code}, 2)

@@ -5,6 +5,7 @@ local http = require "gcp.http"
 local lro = require "gcp.lro"
 local task = require "gcp.task"
 local errors = require "gcp.errors"
+local auth = require "gcp.auth"
 
 local M = {}
 
@@ -24,14 +25,9 @@ M.is_error = errors.is
 -- gcp.dry_run() -> true when mutating requests are printed instead of sent.
 M.dry_run = core.dry_run
 
--- gcp.token{scopes = {...}} -> an access token for the current credentials.
-function M.token(opts)
-  local scopes = opts and opts.scopes or "https://www.googleapis.com/auth/cloud-platform"
-  if type(scopes) == "table" then scopes = table.concat(scopes, " ") end
-  if type(scopes) ~= "string" then error("gcp.token: scopes must be a string or a list", 2) end
-  local token, err = core.token(scopes)
-  if not token then errors.raise({kind = err.kind, message = err.message, exit = err.exit}, 2) end
-  return token
-end
+-- gcp.token{scopes=, impersonate=, delegates=, subject=} -> an access token.
+M.token = auth.token
+-- gcp.id_token{audience=, impersonate=, delegates=} -> an ID token for audience.
+M.id_token = auth.id_token
 
 return M

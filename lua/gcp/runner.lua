@@ -1,6 +1,8 @@
--- gcp.runner: one run of a recipe, as the command line asks for it: load the file into a
--- sandbox, check what it returns, parse the params, call run(p), and turn the outcome into
--- (exit code, stdout text, stderr text) for main.c to print.
+-- gcp.runner: one command line's work inside a run: a recipe (load the file into a sandbox,
+-- check what it returns, parse the params, call run(p)) or a built-in command (token,
+-- auth info); the outcome becomes (exit code, stdout text, stderr text) for main.c to print.
+local auth = require "gcp.auth"
+local cli = require "gcp.cli"
 local core = require "gcpr.core"
 local errors = require "gcp.errors"
 local json = require "gcp.json"
@@ -22,7 +24,9 @@ function M.load(path)
   return def
 end
 
-local function run(path, argv)
+local function run_recipe(args)
+  local path = args[1]
+  local argv = table.move(args, 2, #args, 1, {})
   local def = M.load(path)
   local ok, p = pcall(params.parse, def.params, argv)
   if not ok then
@@ -46,8 +50,15 @@ local function render(result)
   return json.encode(result, {pretty = true}) .. "\n"
 end
 
-function M.main(path, argv)
-  local ok, result = xpcall(run, handler, path, argv)
+local COMMANDS = {run = run_recipe, token = cli.token, ["auth info"] = cli.auth_info}
+
+-- command: "run", "token" or "auth info"; args: RECIPE and params for run; opts: the
+-- command line's --scopes, --audience, --impersonate, --delegates, --subject,
+-- --quota-project and --format.
+function M.main(command, args, opts)
+  auth.defaults = {scopes = opts.scopes, impersonate = opts.impersonate, delegates = opts.delegates,
+                   subject = opts.subject, quota_project = opts["quota-project"], audience = opts.audience}
+  local ok, result = xpcall(COMMANDS[command], handler, args, opts)
   if ok then return 0, render(result), nil end
   local message
   if errors.is(result) then

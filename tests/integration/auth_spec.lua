@@ -64,7 +64,7 @@ describe("service-account credentials", function()
       {dir .. "/notjson.json", "notjson%.json is not a JSON key file"},
       {dir .. "/nokey.json", "nokey%.json has no 'private_key'"},
       {dir .. "/damaged.json", "damaged%.json: 'private_key' is not a PEM RSA private key"},
-      {dir .. "/other.json", "has type 'magic_account', which gcpr does not support yet"},
+      {dir .. "/other.json", "has type 'magic_account', which gcpr does not support"},
     }
     for _, c in ipairs(cases) do
       local r = t.run(fake, RUN, {GOOGLE_APPLICATION_CREDENTIALS = c[1]})
