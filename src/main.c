@@ -7,6 +7,7 @@
 #include <lauxlib.h>
 #include <limits.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -365,6 +366,9 @@ int main(int argc, char **argv) {
   opt.args = rest;
   opt.nargs = nrest;
   if (opt.verbose) gcpr_log_set_level(GCPR_LOG_DEBUG);
+  /* Key material lives in this process: no core dump of it, and no ptrace by other
+   * processes of the same user. GCPR_ALLOW_CORE_DUMPS=1 allows both, for debugging. */
+  if (!getenv("GCPR_ALLOW_CORE_DUMPS")) prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
   code = cmd_run(&opt);
 done:
   free(rest);

@@ -109,8 +109,10 @@ end
 
 -- Runs gcpr with args (a list) and env (fake's env.sh plus overrides; false unsets).
 -- Returns {code=, stdout=, stderr=}.
+-- HOME is a fresh empty directory unless given, so no gcloud file of the machine's is found.
 function M.run(fake, args, env_overrides)
-  local env = {}
+  local env = {HOME = M.tmpdir(), CLOUDSDK_CONFIG = false, GOOGLE_CLOUD_QUOTA_PROJECT = false,
+               NO_GCE_CHECK = false, GCPR_NO_METADATA = false, GCPR_ALLOW_SHARED_CREDENTIALS = false}
   if fake then for k, v in pairs(fake.env) do env[k] = v end end
   for k, v in pairs(env_overrides or {}) do env[k] = v end
   local parts = {"env", "-u GCPR_LUA_DIR"}
@@ -124,11 +126,12 @@ function M.run(fake, args, env_overrides)
   local _, _, code = os.execute(cmd)
   local res = {code = code, stdout = read_file(dir .. "/out"), stderr = read_file(dir .. "/err"), cmd = cmd}
   os.execute("rm -rf " .. sh_quote(dir))
-  M.transcript[#M.transcript + 1] = res.stdout .. res.stderr
+  -- `gcpr token` prints a token on purpose; everything else goes into the secret scan.
+  if args[1] ~= "token" then M.transcript[#M.transcript + 1] = res.stdout .. res.stderr end
   return res
 end
 
--- Everything gcpr printed in this test process, for the secret scan.
+-- Everything gcpr printed in this test process (but `gcpr token`), for the secret scan.
 M.transcript = {}
 
 -- Writes a recipe file into dir and returns its path.
