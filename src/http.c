@@ -10,10 +10,12 @@
 #include <event2/event.h>
 #include <lauxlib.h>
 #include <openssl/crypto.h>
+#include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "auth.h"
 #include "json.h"
@@ -782,8 +784,35 @@ static int l_token_allowed(lua_State *L) {
   return 1;
 }
 
-static const luaL_Reg http_funcs[] = {
-    {"http", l_http}, {"token_allowed", l_token_allowed}, {NULL, NULL}};
+/* core.uuid4() -> a random RFC 4122 version 4 UUID (Compute's requestId). */
+static int l_uuid4(lua_State *L) {
+  unsigned char b[16];
+  if (RAND_bytes(b, sizeof b) != 1) return luaL_error(L, "no randomness for a UUID");
+  b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
+  b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
+  char id[37];
+  snprintf(id, sizeof id, "%08x-%04x-%04x-%04x-%04x%08x",
+                  (unsigned)b[0] << 24 | (unsigned)b[1] << 16 | (unsigned)b[2] << 8 | b[3],
+                  (unsigned)b[4] << 8 | b[5], (unsigned)b[6] << 8 | b[7], (unsigned)b[8] << 8 | b[9],
+                  (unsigned)b[10] << 8 | b[11],
+                  (unsigned)b[12] << 24 | (unsigned)b[13] << 16 | (unsigned)b[14] << 8 | b[15]);
+  lua_pushstring(L, id);
+  return 1;
+}
+
+/* core.http_date(s) -> epoch seconds of an HTTP date (Retry-After), or nil. */
+static int l_http_date(lua_State *L) {
+  time_t t = curl_getdate(luaL_checkstring(L, 1), NULL);
+  if (t < 0) return 0;
+  lua_pushinteger(L, (lua_Integer)t);
+  return 1;
+}
+
+static const luaL_Reg http_funcs[] = {{"http", l_http},
+                                      {"token_allowed", l_token_allowed},
+                                      {"uuid4", l_uuid4},
+                                      {"http_date", l_http_date},
+                                      {NULL, NULL}};
 
 int gcpr_open_http(lua_State *L) {
   luaL_setfuncs(L, http_funcs, 0);

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 static enum gcpr_log_level min_level = GCPR_LOG_INFO;
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
@@ -90,8 +91,25 @@ static int l_log_enabled(lua_State *L) {
   return 1;
 }
 
-static const luaL_Reg log_funcs[] = {
-    {"log", l_log}, {"log_enabled", l_log_enabled}, {NULL, NULL}};
+/* core.stderr_is_terminal() -> whether progress can be drawn in place. */
+static int l_stderr_is_terminal(lua_State *L) {
+  lua_pushboolean(L, isatty(2));
+  return 1;
+}
+
+/* core.progress(text) draws text over the current terminal line (nil clears it). */
+static int l_progress(lua_State *L) {
+  const char *text = luaL_optstring(L, 1, NULL);
+  fprintf(stderr, "\r\033[K%s", text ? text : "");
+  fflush(stderr);
+  return 0;
+}
+
+static const luaL_Reg log_funcs[] = {{"log", l_log},
+                                     {"log_enabled", l_log_enabled},
+                                     {"stderr_is_terminal", l_stderr_is_terminal},
+                                     {"progress", l_progress},
+                                     {NULL, NULL}};
 
 int gcpr_open_log(lua_State *L) {
   luaL_setfuncs(L, log_funcs, 0);

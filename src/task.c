@@ -411,6 +411,7 @@ typedef struct {
   gcpr_op op;
   struct event *timer;
   double seconds;
+  char label[200]; /* why it sleeps, for deadline messages */
 } sleep_op;
 
 static void sleep_cb(evutil_socket_t fd, short what, void *arg) {
@@ -430,7 +431,8 @@ static void sleep_destroy(gcpr_op *op) {
   free(op);
 }
 static void sleep_describe(gcpr_op *op, char *buf, size_t n) {
-  snprintf(buf, n, "gcp.sleep(%g)", ((sleep_op *)op)->seconds);
+  sleep_op *s = (sleep_op *)op;
+  snprintf(buf, n, "gcp.sleep(%.3g)%s%s", s->seconds, s->label[0] ? " " : "", s->label);
 }
 
 static const struct gcpr_op_vtable sleep_vt = {"sleep", sleep_describe, sleep_cancel,
@@ -444,6 +446,7 @@ static int l_sleep(lua_State *L) {
   if (!op) return luaL_error(L, "out of memory");
   op->op.vt = &sleep_vt;
   op->seconds = s;
+  snprintf(op->label, sizeof op->label, "%s", luaL_optstring(L, 2, ""));
   op->timer = evtimer_new(gcpr_loop_base(), sleep_cb, op);
   struct timeval tv = gcpr_loop_timeval(s);
   evtimer_add(op->timer, &tv);

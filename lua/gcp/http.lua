@@ -5,6 +5,7 @@ local core = require "gcpr.core"
 local auth = require "gcp.auth"
 local errors = require "gcp.errors"
 local json = require "gcp.json"
+local log = require "gcp.log"
 
 local M = {}
 
@@ -84,12 +85,64 @@ local function print_dry_run(method, url, headers, body, will_auth)
   core.write(table.concat(lines, "\n") .. "\n")
 end
 
--- gcp.http{method=, url=, query=, headers=, json= | body=, timeout=, accept=, auth=,
---           scopes=, audience=, impersonate=, delegates=, subject=, quota_project=}
--- -> {status, headers, body, json}. auth: "auto" (an access token for https googleapis.com
--- hosts, none elsewhere), "access_token", "id_token" (audience defaults to the URL, as Cloud
--- Scheduler does) or "none". Raises a gcp.Error for a network failure or a status outside
--- 2xx (unless accept lists it, or accept = "any").
+-- ---- retries ----
+--
+-- What is retried, and when:
+--   GET/HEAD/OPTIONS, a Compute mutating call (it carries a requestId, the same on every
+--   attempt, so Compute runs it once) and any call marked idempotent = true:
+--     408, 429, 500, 502, 503, 504 and every network failure.
+--   Any other mutating call: only what provably did not reach the server (it could not
+--     resolve, connect or finish the TLS handshake) and 408/429, which refuse a request
+--     before acting on it.
+-- Backoff: exponential from 1 s, doubling, capped at 32 s, full jitter; Retry-After (in
+-- seconds or as an HTTP date) is honoured; the retries of one call stop after 60 s.
+-- Per call: retry = false, or retry = {attempts=, initial=, max=, deadline=}.
+
+local RETRY_STATUS = {[408] = true, [429] = true, [500] = true, [502] = true, [503] = true, [504] = true}
+local REFUSED_UNPROCESSED = {[408] = true, [429] = true}
+-- curl: could not resolve proxy or host, could not connect, TLS handshake failed.
+local NOT_SENT = {[5] = true, [6] = true, [7] = true, [35] = true}
+local IDEMPOTENT_METHOD = {GET = true, HEAD = true, OPTIONS = true}
+local DEFAULT_RETRY = {attempts = 6, initial = 1, max = 32, deadline = 60}
+
+-- Whether a failed attempt may be tried again. status for an HTTP answer, curl_code for a
+-- network failure; idempotent: whether running the call twice is harmless.
+function M.retryable(idempotent, status, curl_code)
+  if curl_code then return NOT_SENT[curl_code] == true or idempotent == true end
+  if not RETRY_STATUS[status] then return false end
+  return idempotent == true or REFUSED_UNPROCESSED[status] == true
+end
+
+-- Seconds to wait before retry number n (1-based): full jitter over min(max, initial*2^(n-1)).
+function M.backoff(n, policy, random)
+  local cap = math.min(policy.max, policy.initial * 2 ^ (n - 1))
+  return (random or math.random)() * cap
+end
+
+-- Retry-After: delay-seconds or an HTTP-date; nil when absent or unreadable.
+function M.retry_after(value, now)
+  if type(value) ~= "string" then return nil end
+  local secs = value:match("^%s*(%d+)%s*$")
+  if secs then return tonumber(secs) end
+  local t = core.http_date(value)
+  if t then return math.max(0, t - (now or core.time())) end
+  return nil
+end
+
+local function is_compute(url)
+  local host, path = url:match("^https://([^/]+)(/[^?]*)")
+  return host and (host == "compute.googleapis.com" or host == "www.googleapis.com" and path:find("^/compute/"))
+end
+
+-- ---- the call ----
+
+-- gcp.http{method=, url=, query=, headers=, json= | body=, timeout=, accept=, retry=,
+--           idempotent=, auth=, scopes=, audience=, impersonate=, delegates=, subject=,
+--           quota_project=}
+-- -> {status, headers, body, json, url}. auth: "auto" (an access token for https
+-- googleapis.com hosts, none elsewhere), "access_token", "id_token" (audience defaults to the
+-- URL, as Cloud Scheduler does) or "none". Raises a gcp.Error for a network failure or a
+-- status outside 2xx (unless accept lists it, or accept = "any"), after the retries above.
 function M.request(spec)
   if type(spec) ~= "table" then error("gcp.http expects a table {url = ..., ...}", 2) end
   local url = spec.url
@@ -100,9 +153,24 @@ function M.request(spec)
   local method = spec.method or ((spec.json ~= nil or spec.body ~= nil) and "POST" or "GET")
   if type(method) ~= "string" then error("gcp.http: method must be a string", 2) end
   method = method:upper()
-  if spec.query ~= nil then
-    if type(spec.query) ~= "table" then error("gcp.http: query must be a table", 2) end
-    local q = M.encode_query(spec.query)
+  local query = spec.query
+  if query ~= nil and type(query) ~= "table" then error("gcp.http: query must be a table", 2) end
+  local idempotent = spec.idempotent
+  if idempotent == nil then idempotent = IDEMPOTENT_METHOD[method] or false end
+  if MUTATING[method] and is_compute(url) then
+    if url:find("/wait$") or url:find("/wait%?") then
+      idempotent = spec.idempotent ~= false
+    elseif not (query and query.requestId) and not url:find("[?&]requestId=") then
+      -- Compute de-duplicates by requestId: every attempt of this call is the same request.
+      local q = {}
+      for k, v in pairs(query or {}) do q[k] = v end
+      q.requestId = core.uuid4()
+      query = q
+      idempotent = spec.idempotent ~= false
+    end
+  end
+  if query ~= nil then
+    local q = M.encode_query(query)
     if q ~= "" then url = url .. (url:find("?", 1, true) and "&" or "?") .. q end
   end
   local headers = {}
@@ -126,26 +194,53 @@ function M.request(spec)
   if mode ~= "auto" and mode ~= "access_token" and mode ~= "id_token" and mode ~= "none" then
     error("gcp.http: auth must be \"auto\", \"access_token\", \"id_token\" or \"none\"", 2)
   end
+  local policy = DEFAULT_RETRY
+  if spec.retry == false then
+    policy = nil
+  elseif type(spec.retry) == "table" then
+    policy = {}
+    for k, v in pairs(DEFAULT_RETRY) do policy[k] = spec.retry[k] or v end
+  elseif spec.retry ~= nil and spec.retry ~= true then
+    error("gcp.http: retry must be false or a table {attempts=, initial=, max=, deadline=}", 2)
+  end
   local req = auth.spec(spec, mode == "id_token" and "id" or "access", 2)
   if mode == "id_token" and not req.audience then req.audience = default_audience(spec.url) end
-  if core.dry_run() and MUTATING[method] then
+  if core.dry_run() and MUTATING[method] and not url:find("/wait$") then
     local will_auth = mode == "access_token" or mode == "id_token" or (mode == "auto" and core.token_allowed(url))
     print_dry_run(method, url, headers, body, will_auth)
-    return {status = 200, headers = {}, body = "", json = {}, dry_run = true}
+    return {status = 200, headers = {}, body = "", json = {}, dry_run = true, url = url}
   end
   req.method, req.url, req.headers, req.body, req.timeout, req.auth = method, url, headers, body, spec.timeout, mode
-  local res, err = core.http(req)
-  if not res then
-    errors.raise({kind = err.kind, message = err.message, exit = err.exit, method = method,
-                  url = url, curl_code = err.curl_code}, 2)
+  local started = core.now()
+  local attempt = 0
+  while true do
+    attempt = attempt + 1
+    local res, err = core.http(req)
+    local failure
+    if not res then
+      failure = {kind = err.kind, message = err.message, exit = err.exit, method = method,
+                 url = url, curl_code = err.curl_code}
+    elseif not accepted(spec, res.status) then
+      local message, google_status, reason, details = google_error(res)
+      failure = {kind = "http", status = res.status, method = method, url = url,
+                 message = message, google_status = google_status, reason = reason,
+                 details = details, response = res}
+    else
+      res.url = url
+      return res
+    end
+    local can_retry = policy and failure.kind ~= "auth" and attempt < policy.attempts and
+                      M.retryable(idempotent, failure.status, failure.curl_code)
+    local delay = can_retry and (M.retry_after(res and res.headers["retry-after"]) or M.backoff(attempt, policy))
+    if not can_retry or core.now() + delay - started > policy.deadline then
+      if attempt > 1 then failure.message = failure.message .. (" (after %d attempts)"):format(attempt) end
+      failure.attempts = attempt
+      errors.raise(failure, 2)
+    end
+    log.warn("%s %s: %s; retry %d/%d in %.1fs", method, url,
+             failure.status and ("HTTP " .. failure.status) or failure.message, attempt, policy.attempts - 1, delay)
+    core.sleep(delay)
   end
-  if not accepted(spec, res.status) then
-    local message, google_status, reason, details = google_error(res)
-    errors.raise({kind = "http", status = res.status, method = method, url = url,
-                  message = message, google_status = google_status, reason = reason,
-                  details = details, response = res}, 2)
-  end
-  return res
 end
 
 return M

@@ -115,10 +115,11 @@ function M.run(fake, args, env_overrides)
                NO_GCE_CHECK = false, GCPR_NO_METADATA = false, GCPR_ALLOW_SHARED_CREDENTIALS = false}
   if fake then for k, v in pairs(fake.env) do env[k] = v end end
   for k, v in pairs(env_overrides or {}) do env[k] = v end
-  local parts = {"env", "-u GCPR_LUA_DIR"}
+  local parts, sets = {"env", "-u GCPR_LUA_DIR"}, {}
   for k, v in pairs(env) do
-    if v == false then parts[#parts + 1] = "-u " .. k else parts[#parts + 1] = k .. "=" .. sh_quote(v) end
+    if v == false then parts[#parts + 1] = "-u " .. k else sets[#sets + 1] = k .. "=" .. sh_quote(v) end
   end
+  table.move(sets, 1, #sets, #parts + 1, parts)
   parts[#parts + 1] = sh_quote(M.gcpr)
   for _, a in ipairs(args) do parts[#parts + 1] = sh_quote(a) end
   local dir = M.tmpdir()
