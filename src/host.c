@@ -5,12 +5,14 @@
 #define _POSIX_C_SOURCE 200809L
 #include "host.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <lauxlib.h>
 #include <lualib.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "auth.h"
 #include "http.h"
@@ -88,6 +90,68 @@ static int l_write(lua_State *L) {
   const char *s = luaL_checklstring(L, 1, &n);
   fwrite(s, 1, n, stdout);
   return 0;
+}
+
+/* core.recipe_dirs() -> where recipes are looked up by name: GCPR_RECIPE_PATH's entries,
+ * ./recipes, then share/gcpr/recipes and recipes beside the directory holding the binary. */
+static int l_recipe_dirs(lua_State *L) {
+  lua_newtable(L);
+  int n = 0;
+  const char *env = getenv("GCPR_RECIPE_PATH");
+  for (const char *p = env; p && *p;) {
+    const char *colon = strchr(p, ':');
+    size_t len = colon ? (size_t)(colon - p) : strlen(p);
+    if (len > 0) {
+      lua_pushlstring(L, p, len);
+      lua_rawseti(L, -2, ++n);
+    }
+    p = colon ? colon + 1 : NULL;
+  }
+  lua_pushliteral(L, "recipes");
+  lua_rawseti(L, -2, ++n);
+  char exe[4096];
+  ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  char *slash = len > 0 ? (exe[len] = '\0', strrchr(exe, '/')) : NULL;
+  if (slash) {
+    *slash = '\0';
+    lua_pushfstring(L, "%s/../share/gcpr/recipes", exe);
+    lua_rawseti(L, -2, ++n);
+    lua_pushfstring(L, "%s/../recipes", exe);
+    lua_rawseti(L, -2, ++n);
+  }
+  return 1;
+}
+
+static int cmp_names(const void *a, const void *b) {
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* core.list_recipes(dir) -> sorted names of the *.lua files in dir ({} if unreadable). */
+static int l_list_recipes(lua_State *L) {
+  const char *dir = luaL_checkstring(L, 1);
+  lua_newtable(L);
+  DIR *d = opendir(dir);
+  if (!d) return 1;
+  char *names[1024];
+  int n = 0;
+  struct dirent *ent;
+  while (n < 1024 && (ent = readdir(d))) {
+    size_t len = strlen(ent->d_name);
+    if (len > 4 && strcmp(ent->d_name + len - 4, ".lua") == 0 && (names[n] = strndup(ent->d_name, len - 4))) n++;
+  }
+  closedir(d);
+  qsort(names, (size_t)n, sizeof *names, cmp_names);
+  for (int i = 0; i < n; i++) {
+    lua_pushstring(L, names[i]);
+    free(names[i]);
+    lua_rawseti(L, -2, i + 1);
+  }
+  return 1;
+}
+
+static int l_readable(lua_State *L) {
+  lua_pushboolean(L, access(luaL_checkstring(L, 1), R_OK) == 0);
+  return 1;
 }
 
 static int l_version(lua_State *L) {
@@ -171,7 +235,9 @@ int gcpr_host_open_core(lua_State *L) {
   gcpr_open_log(L);
   gcpr_open_loop(L);
   static const luaL_Reg host_funcs[] = {
-      {"load_recipe", l_load_recipe}, {"write", l_write}, {"version", l_version}, {NULL, NULL}};
+      {"load_recipe", l_load_recipe}, {"write", l_write},         {"version", l_version},
+      {"recipe_dirs", l_recipe_dirs},  {"list_recipes", l_list_recipes}, {"readable", l_readable},
+      {NULL, NULL}};
   luaL_setfuncs(L, host_funcs, 0);
   return 1;
 }

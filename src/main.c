@@ -32,6 +32,7 @@ static const char *progname = "gcpr";
 
 static const char usage_text[] =
     "usage: gcpr run [options] RECIPE [name=value | name:=json ...]\n"
+    "       gcpr list | gcpr describe RECIPE\n"
     "       gcpr token [--scopes S | --audience A] [--impersonate SA] [--format bare|header|json]\n"
     "       gcpr auth info [--scopes S | --audience A] [--impersonate SA] [--format text|json]\n"
     "       gcpr --help | --version\n"
@@ -41,6 +42,7 @@ static const char usage_text[] =
     "(colon-separated), ./recipes, and the recipes installed beside the gcpr binary.\n"
     "name=value is converted to the parameter's declared type (lists are comma-separated);\n"
     "name:=json passes a JSON value as is (name:='[\"a\",\"b\"]').\n"
+    "list: one line per recipe found; describe: a recipe's description and parameters.\n"
     "token: prints an access token (or, with --audience, an ID token).\n"
     "auth info: says which credentials were found and why, the principal, scopes, expiry.\n"
     "\n"
@@ -108,39 +110,6 @@ static double parse_duration(const char *s) {
   return -1;
 }
 
-static int exe_dir(char *buf, size_t n) {
-  ssize_t len = readlink("/proc/self/exe", buf, n - 1);
-  if (len <= 0) return -1;
-  buf[len] = '\0';
-  char *slash = strrchr(buf, '/');
-  if (!slash) return -1;
-  *slash = '\0';
-  return 0;
-}
-
-static int file_exists(const char *path) { return access(path, R_OK) == 0; }
-
-/* Finds NAME.lua along the search path; writes the places tried into tried. */
-static int find_recipe(const char *name, char *out, size_t n, char *tried, size_t tn) {
-  char dirs[4096] = "";
-  const char *env = getenv("GCPR_RECIPE_PATH");
-  char exe[PATH_MAX];
-  if (env && *env) snprintf(dirs, sizeof dirs, "%s:", env);
-  strncat(dirs, "recipes", sizeof dirs - strlen(dirs) - 1);
-  if (exe_dir(exe, sizeof exe) == 0) {
-    size_t used = strlen(dirs);
-    snprintf(dirs + used, sizeof dirs - used, ":%s/../share/gcpr/recipes:%s/../recipes", exe, exe);
-  }
-  tried[0] = '\0';
-  for (char *save = NULL, *d = strtok_r(dirs, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
-    snprintf(out, n, "%s/%s.lua", d, name);
-    if (file_exists(out)) return 0;
-    size_t used = strlen(tried);
-    snprintf(tried + used, tn - used, "%s%s", used ? ", " : "", d);
-  }
-  return -1;
-}
-
 typedef struct {
   int exit_code;
   char *out, *err;
@@ -205,16 +174,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg) {
 }
 
 static int cmd_run(const options *opt) {
-  char path[PATH_MAX], tried[4096];
   const char *recipe = opt->nargs > 0 ? opt->args[0] : opt->command;
-  if (strcmp(opt->command, "run") == 0 && !strchr(recipe, '/') && !strstr(recipe, ".lua")) {
-    if (find_recipe(recipe, path, sizeof path, tried, sizeof tried) != 0) {
-      fprintf(stderr, "%s: recipe '%s' not found (looked for %s.lua in: %s)\n", progname,
-              recipe, recipe, tried);
-      return EXIT_USAGE;
-    }
-    recipe = path;
-  }
   gcpr_run *run = gcpr_host_new_run(opt->memory_mib << 20);
   if (!run) {
     fprintf(stderr, "%s: out of memory\n", progname);
@@ -241,7 +201,7 @@ static int cmd_run(const options *opt) {
     lua_pushstring(L, opt->command);
     lua_createtable(L, opt->nargs, 0);
     for (int i = 0; i < opt->nargs; i++) {
-      lua_pushstring(L, i == 0 && strcmp(opt->command, "run") == 0 ? recipe : opt->args[i]);
+      lua_pushstring(L, opt->args[i]);
       lua_rawseti(L, -2, i + 1);
     }
     lua_newtable(L);
@@ -302,13 +262,15 @@ int main(int argc, char **argv) {
     return EXIT_OK;
   }
   int first = 2;
-  if (strcmp(argv[1], "run") == 0 || strcmp(argv[1], "token") == 0) {
+  if (strcmp(argv[1], "run") == 0 || strcmp(argv[1], "token") == 0 ||
+      strcmp(argv[1], "list") == 0 || strcmp(argv[1], "describe") == 0) {
     opt.command = argv[1];
   } else if (strcmp(argv[1], "auth") == 0 && argc > 2 && strcmp(argv[2], "info") == 0) {
     opt.command = "auth info";
     first = 3;
   } else {
-    return usage_error("unknown command '%s' (commands: run, token, auth info)", argv[1]);
+    return usage_error("unknown command '%s' (commands: run, list, describe, token, auth info)",
+                       argv[1]);
   }
   /* Options may come before or after RECIPE (params never start with '-'); "--" ends them. */
   char **rest = calloc((size_t)argc, sizeof *rest);
@@ -355,12 +317,13 @@ int main(int argc, char **argv) {
       goto done;
     }
   }
-  if (strcmp(opt.command, "run") == 0 && nrest == 0) {
-    usage_error("run: missing RECIPE%s", "");
+  int takes_recipe = strcmp(opt.command, "run") == 0 || strcmp(opt.command, "describe") == 0;
+  if (takes_recipe && nrest == 0) {
+    usage_error("%s: missing RECIPE", opt.command);
     goto done;
   }
-  if (strcmp(opt.command, "run") != 0 && nrest > 0) {
-    usage_error("unexpected argument '%s'", rest[0]);
+  if ((!takes_recipe && nrest > 0) || (strcmp(opt.command, "describe") == 0 && nrest > 1)) {
+    usage_error("unexpected argument '%s'", rest[takes_recipe ? 1 : 0]);
     goto done;
   }
   opt.args = rest;

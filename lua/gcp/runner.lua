@@ -12,6 +12,18 @@ local sandbox = require "gcp.sandbox"
 
 local M = {}
 
+-- A recipe argument: a path (has a '/' or ends in .lua), or a name looked up as NAME.lua
+-- along core.recipe_dirs(). -> path
+function M.resolve(recipe)
+  if recipe:find("/", 1, true) or recipe:find("%.lua$") then return recipe end
+  local dirs = core.recipe_dirs()
+  for _, dir in ipairs(dirs) do
+    local path = dir .. "/" .. recipe .. ".lua"
+    if core.readable(path) then return path end
+  end
+  errors.usage(("recipe '%s' not found (looked for %s.lua in: %s)"):format(recipe, recipe, table.concat(dirs, ", ")), 0)
+end
+
 -- Loads a recipe file and returns its definition (what gcp.recipe{...} made).
 function M.load(path)
   local chunk, err = core.load_recipe(path, sandbox.env())
@@ -25,7 +37,7 @@ function M.load(path)
 end
 
 local function run_recipe(args)
-  local path = args[1]
+  local path = M.resolve(args[1])
   local argv = table.move(args, 2, #args, 1, {})
   local def = M.load(path)
   local ok, p = pcall(params.parse, def.params, argv)
@@ -50,7 +62,44 @@ local function render(result)
   return json.encode(result, {pretty = true}) .. "\n"
 end
 
-local COMMANDS = {run = run_recipe, token = cli.token, ["auth info"] = cli.auth_info}
+-- gcpr list: one line per recipe found along the search path (the first of a name wins).
+local function list()
+  local lines, seen = {}, {}
+  for _, dir in ipairs(core.recipe_dirs()) do
+    for _, name in ipairs(core.list_recipes(dir)) do
+      if not seen[name] then
+        seen[name] = true
+        local ok, def = pcall(M.load, dir .. "/" .. name .. ".lua")
+        local text = ok and def.description or ("(cannot load: " .. errors.format(def) .. ")")
+        lines[#lines + 1] = ("%-26s %s"):format(name, text)
+      end
+    end
+  end
+  return #lines > 0 and table.concat(lines, "\n") or "no recipes found in " .. table.concat(core.recipe_dirs(), ", ")
+end
+
+-- gcpr describe RECIPE: its description and each param's type, default and help.
+local function describe(args)
+  local path = M.resolve(args[1])
+  local def = M.load(path)
+  local lines = {path, "", def.description, ""}
+  if #def.params == 0 then lines[#lines + 1] = "No parameters." end
+  for _, p in ipairs(def.params) do
+    local tags = {}
+    if p.default ~= nil then tags[#tags + 1] = "default " .. (type(p.default) == "table" and json.encode(p.default) or tostring(p.default))
+    elseif p.required ~= false then tags[#tags + 1] = "required"
+    else tags[#tags + 1] = "optional" end
+    if p.min then tags[#tags + 1] = "min " .. p.min end
+    if p.max then tags[#tags + 1] = "max " .. p.max end
+    local kind = p.type == "list" and ("list of " .. (p.items or "string")) or p.type
+    if p.choices then kind = kind .. " (" .. table.concat(p.choices, "|") .. ")" end
+    lines[#lines + 1] = ("  %-16s %-24s %s%s"):format(p.name, kind, p.help or "", " [" .. table.concat(tags, ", ") .. "]")
+  end
+  return table.concat(lines, "\n")
+end
+
+local COMMANDS = {run = run_recipe, token = cli.token, ["auth info"] = cli.auth_info,
+                  list = list, describe = describe}
 
 -- command: "run", "token" or "auth info"; args: RECIPE and params for run; opts: the
 -- command line's --scopes, --audience, --impersonate, --delegates, --subject,
