@@ -26,6 +26,7 @@
 #define MAX_RESPONSE_BYTES (64u << 20)
 #define CONNECT_TIMEOUT_MS 10000L
 #define DEFAULT_TIMEOUT_S 60.0
+#define RESPONSE_MT "gcpr.http.Response"
 
 struct gcpr_http {
   CURL *easy;
@@ -105,25 +106,42 @@ static int host_matches(const char *host, const char *suffix) {
   return h > n && host[h - n - 1] == '.' && strcasecmp(host + h - n, suffix) == 0;
 }
 
-/* Splits url into scheme, host and port (defaulted from the scheme). */
+/* Splits an absolute http(s) URL into scheme, host and port (defaulted from the scheme).
+ * Refuses URLs with userinfo ("user@host"), whose host is easy to misread. Cheap: it runs
+ * for every request. */
 static int url_parts(const char *url, char *scheme, size_t sn, char *host, size_t hn,
                      long *port) {
-  CURLU *u = curl_url();
-  char *sc = NULL, *ho = NULL, *po = NULL;
-  int ok = u && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
-           curl_url_get(u, CURLUPART_SCHEME, &sc, 0) == CURLUE_OK &&
-           curl_url_get(u, CURLUPART_HOST, &ho, 0) == CURLUE_OK &&
-           curl_url_get(u, CURLUPART_PORT, &po, CURLU_DEFAULT_PORT) == CURLUE_OK;
-  if (ok) {
-    snprintf(scheme, sn, "%s", sc);
-    snprintf(host, hn, "%s", ho);
-    *port = strtol(po, NULL, 10);
+  const char *sep = strstr(url, "://");
+  if (!sep || (size_t)(sep - url) >= sn) return 0;
+  memcpy(scheme, url, (size_t)(sep - url));
+  scheme[sep - url] = '\0';
+  const char *h = sep + 3, *end = h + strcspn(h, "/?#");
+  if (memchr(h, '@', (size_t)(end - h))) return 0;
+  const char *colon = NULL;
+  if (*h == '[') {
+    const char *close = memchr(h, ']', (size_t)(end - h));
+    if (!close) return 0;
+    h++;
+    colon = close + 1 < end && close[1] == ':' ? close + 1 : NULL;
+    end = colon ? colon : close + 1;
+    if ((size_t)(close - h) >= hn) return 0;
+    memcpy(host, h, (size_t)(close - h));
+    host[close - h] = '\0';
+  } else {
+    colon = memchr(h, ':', (size_t)(end - h));
+    const char *hend = colon ? colon : end;
+    if (hend == h || (size_t)(hend - h) >= hn) return 0;
+    memcpy(host, h, (size_t)(hend - h));
+    host[hend - h] = '\0';
   }
-  curl_free(sc);
-  curl_free(ho);
-  curl_free(po);
-  curl_url_cleanup(u);
-  return ok;
+  if (colon) {
+    char *p;
+    *port = strtol(colon + 1, &p, 10);
+    if (p == colon + 1 || *port <= 0 || *port > 65535) return 0;
+  } else {
+    *port = strcasecmp(scheme, "https") == 0 ? 443 : strcasecmp(scheme, "http") == 0 ? 80 : 0;
+  }
+  return 1;
 }
 
 int gcpr_http_token_allowed(const char *url) {
@@ -205,6 +223,7 @@ static int socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *s
   short kind = (short)((what & CURL_POLL_IN ? EV_READ : 0) | (what & CURL_POLL_OUT ? EV_WRITE : 0) |
                        EV_PERSIST);
   if (ev) {
+    if (event_get_events(ev) == kind) return 0;
     event_del(ev);
     event_assign(ev, gcpr_loop_base(), s, kind, socket_event, NULL);
   } else {
@@ -567,15 +586,30 @@ static int http_op_push(lua_State *L, gcpr_op *op) {
   lua_setfield(L, -2, "headers");
   lua_pushlstring(L, req->resp ? req->resp : "", req->resp_len);
   lua_setfield(L, -2, "body");
+  /* JSON is decoded the first time res.json is read: many calls never look at it. */
   if (req->resp_len > 0 && ctype && strstr(ctype, "json")) {
-    char err[128];
-    if (gcpr_json_decode(L, req->resp, req->resp_len, err, sizeof err)) {
-      lua_setfield(L, -2, "json");
-    } else {
-      lua_pushstring(L, err);
-      lua_setfield(L, -2, "json_error");
-    }
+    luaL_setmetatable(L, RESPONSE_MT);
   }
+  return 1;
+}
+
+/* __index of a JSON response: decodes body into json (or json_error) on first use. */
+static int response_index(lua_State *L) {
+  const char *key = lua_tostring(L, 2);
+  if (!key || (strcmp(key, "json") != 0 && strcmp(key, "json_error") != 0)) return 0;
+  lua_getfield(L, 1, "body");
+  size_t len;
+  const char *body = lua_tolstring(L, -1, &len);
+  char err[128];
+  if (body && gcpr_json_decode(L, body, len, err, sizeof err)) {
+    lua_setfield(L, 1, "json");
+  } else {
+    lua_pushstring(L, body ? err : "no body");
+    lua_setfield(L, 1, "json_error");
+  }
+  lua_pushnil(L);
+  lua_setmetatable(L, 1);
+  lua_getfield(L, 1, key);
   return 1;
 }
 
@@ -815,6 +849,10 @@ static const luaL_Reg http_funcs[] = {{"http", l_http},
                                       {NULL, NULL}};
 
 int gcpr_open_http(lua_State *L) {
+  luaL_newmetatable(L, RESPONSE_MT);
+  lua_pushcfunction(L, response_index);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
   luaL_setfuncs(L, http_funcs, 0);
   return 0;
 }
