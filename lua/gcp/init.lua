@@ -19,8 +19,24 @@ M.wait = lro.wait
 M.parallel = task.parallel
 M.map = task.map
 M.sleep = core.sleep
+M.pages = require("gcp.paging").pages
+M.items = require("gcp.paging").items
+M.list = require("gcp.paging").list
+M.aggregated = require("gcp.paging").aggregated
+M.update = require("gcp.rmw").update
+M.compute = require "gcp.compute"
+M.cloudbuild = require "gcp.cloudbuild"
+M.dataflow = require "gcp.dataflow"
+M.run = require "gcp.run"
+M.iap = require "gcp.iap"
 M.now = core.time
 M.is_error = errors.is
+
+-- gcp.usage_error(message) -> a usage error (exit 2) to raise with error(e, 0) when a
+-- recipe finds its params inconsistent, before sending anything.
+function M.usage_error(message)
+  return errors.new({kind = "usage", message = message, exit = 2}, 2)
+end
 
 -- gcp.dry_run() -> true when mutating requests are printed instead of sent.
 M.dry_run = core.dry_run

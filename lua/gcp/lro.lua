@@ -255,4 +255,8 @@ end
 -- Exposed for specs: recognising a shape must not need the network.
 M.service_root = service_root
 
+-- For service helpers that wait on a resource's own state (a MIG becoming stable):
+-- shape = {what=, state=, done=, fetch=}, as above.
+function M.poll(obj, shape, opts) return poll(obj, shape, opts or {}, 2) end
+
 return M
