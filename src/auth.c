@@ -1285,7 +1285,9 @@ void gcpr_auth_invalidate(const gcpr_token_spec *spec, const char *token) {
 }
 
 const char *gcpr_auth_quota_project(void) {
-  const char *env = getenv("GOOGLE_CLOUD_QUOTA_PROJECT");
+  static const char *env;
+  static int read;
+  if (!read) env = getenv("GOOGLE_CLOUD_QUOTA_PROJECT"), read = 1;
   if (env && *env) return env;
   adc_load();
   return adc.cred ? adc.cred->quota_project : NULL;

@@ -248,6 +248,8 @@ int luaopen_gcpr_core(lua_State *L);
 int luaopen_gcpr_core(lua_State *L) { return gcpr_host_open_core(L); }
 
 static int setup_state(lua_State *L) {
+  /* Most of what a run allocates (requests, responses, their tables) dies young. */
+  lua_gc(L, LUA_GCGEN, 0, 0);
   luaL_openlibs(L);
   static const char *const os_fields[] = {"execute", "exit", "remove", "rename", "tmpname",
                                           "setlocale", "getenv", NULL};

@@ -27,6 +27,7 @@
 #define CONNECT_TIMEOUT_MS 10000L
 #define DEFAULT_TIMEOUT_S 60.0
 #define RESPONSE_MT "gcpr.http.Response"
+#define MAX_HEADERS 128
 
 struct gcpr_http {
   CURL *easy;
@@ -36,8 +37,10 @@ struct gcpr_http {
   size_t body_len;
   char *resp;
   size_t resp_len, resp_cap;
-  char **hdrs;
-  size_t nhdrs, hdrs_cap;
+  char *hbuf;                   /* response header lines, each NUL-terminated */
+  size_t hbuf_len, hbuf_cap;
+  size_t hoff[MAX_HEADERS];     /* where each line starts in hbuf */
+  size_t nhdrs;
   long status;
   int has_bearer, too_large, running, follow;
   double timeout_s, started;
@@ -292,8 +295,8 @@ static size_t write_cb(char *data, size_t size, size_t nmemb, void *ud) {
 }
 
 static void clear_headers(gcpr_http *req) {
-  for (size_t i = 0; i < req->nhdrs; i++) free(req->hdrs[i]);
   req->nhdrs = 0;
+  req->hbuf_len = 0;
 }
 
 static size_t header_cb(char *data, size_t size, size_t nmemb, void *ud) {
@@ -306,19 +309,19 @@ static size_t header_cb(char *data, size_t size, size_t nmemb, void *ud) {
   }
   size_t len = n;
   while (len > 0 && (data[len - 1] == '\r' || data[len - 1] == '\n')) len--;
-  if (len == 0 || !memchr(data, ':', len)) return n;
-  if (req->nhdrs == req->hdrs_cap) {
-    size_t cap = req->hdrs_cap ? req->hdrs_cap * 2 : 16;
-    char **p = realloc(req->hdrs, cap * sizeof *p);
+  if (len == 0 || !memchr(data, ':', len) || req->nhdrs == MAX_HEADERS) return n;
+  if (req->hbuf_len + len + 1 > req->hbuf_cap) {
+    size_t cap = req->hbuf_cap ? req->hbuf_cap : 1024;
+    while (cap < req->hbuf_len + len + 1) cap *= 2;
+    char *p = realloc(req->hbuf, cap);
     if (!p) return 0;
-    req->hdrs = p;
-    req->hdrs_cap = cap;
+    req->hbuf = p;
+    req->hbuf_cap = cap;
   }
-  char *line = malloc(len + 1);
-  if (!line) return 0;
-  memcpy(line, data, len);
-  line[len] = '\0';
-  req->hdrs[req->nhdrs++] = line;
+  memcpy(req->hbuf + req->hbuf_len, data, len);
+  req->hbuf[req->hbuf_len + len] = '\0';
+  req->hoff[req->nhdrs++] = req->hbuf_len;
+  req->hbuf_len += len + 1;
   return n;
 }
 
@@ -380,9 +383,28 @@ static int set_connect_to(gcpr_http *req) {
   return 0;
 }
 
+/* Options that are the same for every transfer, set once per easy handle: handles go back
+ * to a pool without curl_easy_reset, and every per-request option is set on each start. */
+static CURL *new_easy(void) {
+  CURL *e = curl_easy_init();
+  if (!e) return NULL;
+  curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(e, CURLOPT_USERAGENT, "gcpr/" GCPR_VERSION);
+  curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
+  curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
+  curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
+  curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, CONNECT_TIMEOUT_MS);
+  curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+  curl_easy_setopt(e, CURLOPT_MAXREDIRS, 5L);
+  curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+  if (cfg.ca_bundle) curl_easy_setopt(e, CURLOPT_CAINFO, cfg.ca_bundle);
+  return e;
+}
+
 int gcpr_http_start(gcpr_http *req, gcpr_http_cb cb, void *ud) {
   if (ensure_multi() != 0) return -1;
-  CURL *e = nidle > 0 ? idle_easy[--nidle] : curl_easy_init();
+  CURL *e = nidle > 0 ? idle_easy[--nidle] : new_easy();
   if (!e) return -1;
   req->easy = e;
   req->cb = cb;
@@ -391,28 +413,17 @@ int gcpr_http_start(gcpr_http *req, gcpr_http_cb cb, void *ud) {
   if (gcpr_http_add_header(req, "Expect:") != 0 || set_connect_to(req) != 0) return -1;
   curl_easy_setopt(e, CURLOPT_URL, req->url);
   curl_easy_setopt(e, CURLOPT_PRIVATE, req);
-  curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt(e, CURLOPT_USERAGENT, "gcpr/" GCPR_VERSION);
-  curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
   curl_easy_setopt(e, CURLOPT_ERRORBUFFER, req->errbuf);
-  curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
   curl_easy_setopt(e, CURLOPT_WRITEDATA, req);
-  curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
   curl_easy_setopt(e, CURLOPT_HEADERDATA, req);
   curl_easy_setopt(e, CURLOPT_HTTPHEADER, req->headers);
-  curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, CONNECT_TIMEOUT_MS);
   curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(req->timeout_s * 1000));
-  curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
-  if (cfg.ca_bundle) curl_easy_setopt(e, CURLOPT_CAINFO, cfg.ca_bundle);
+  curl_easy_setopt(e, CURLOPT_CONNECT_TO, req->connect_to);
   /* curl sends neither Authorization nor cookies to another host, port or scheme on a
    * redirect (no CURLOPT_UNRESTRICTED_AUTH): a token stays with the host it was meant for. */
-  if (req->follow) {
-    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 1L);
-    curl_easy_setopt(e, CURLOPT_MAXREDIRS, 5L);
-    curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-  }
-  if (req->connect_to) curl_easy_setopt(e, CURLOPT_CONNECT_TO, req->connect_to);
+  curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, (long)req->follow);
+  curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, NULL);
+  curl_easy_setopt(e, CURLOPT_NOBODY, 0L);
   if (strcmp(req->method, "GET") == 0) {
     curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
   } else if (strcmp(req->method, "HEAD") == 0) {
@@ -445,7 +456,10 @@ void gcpr_http_free(gcpr_http *req) {
   if (!req) return;
   gcpr_http_cancel(req);
   if (req->easy) {
-    curl_easy_reset(req->easy);
+    /* Nothing of this request may outlive it inside the handle. */
+    curl_easy_setopt(req->easy, CURLOPT_HTTPHEADER, NULL);
+    curl_easy_setopt(req->easy, CURLOPT_CONNECT_TO, NULL);
+    curl_easy_setopt(req->easy, CURLOPT_ERRORBUFFER, NULL);
     if (nidle < (int)(sizeof idle_easy / sizeof idle_easy[0])) idle_easy[nidle++] = req->easy;
     else curl_easy_cleanup(req->easy);
   }
@@ -454,7 +468,7 @@ void gcpr_http_free(gcpr_http *req) {
   curl_slist_free_all(req->headers);
   curl_slist_free_all(req->connect_to);
   clear_headers(req);
-  free(req->hdrs);
+  free(req->hbuf);
   free(req->method);
   free(req->url);
   free(req->body);
@@ -472,7 +486,9 @@ const char *gcpr_http_body(const gcpr_http *req, size_t *len) {
 const char *gcpr_http_method(const gcpr_http *req) { return req->method; }
 const char *gcpr_http_url(const gcpr_http *req) { return req->url; }
 size_t gcpr_http_header_count(const gcpr_http *req) { return req->nhdrs; }
-const char *gcpr_http_header_line(const gcpr_http *req, size_t i) { return req->hdrs[i]; }
+const char *gcpr_http_header_line(const gcpr_http *req, size_t i) {
+  return req->hbuf + req->hoff[i];
+}
 
 /* ---- core.http: the primitive recipes reach through gcp.http ---- */
 
@@ -562,7 +578,7 @@ static int http_op_push(lua_State *L, gcpr_op *op) {
   lua_createtable(L, 0, (int)req->nhdrs);
   const char *ctype = NULL;
   for (size_t i = 0; i < req->nhdrs; i++) {
-    const char *line = req->hdrs[i];
+    const char *line = gcpr_http_header_line(req, i);
     const char *colon = strchr(line, ':');
     const char *v = colon + 1;
     while (*v == ' ' || *v == '\t') v++;

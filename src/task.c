@@ -14,6 +14,7 @@
 static char tasks_key;  /* registry: thread -> task handle, while the task runs */
 
 #define TASK_MT "gcpr.Task"
+#define OP_BOX_MT "gcpr.OpBox"
 
 enum task_state { TASK_RUNNING, TASK_OK, TASK_FAILED };
 
@@ -80,11 +81,7 @@ static int op_continue(lua_State *L, int status, lua_KContext ctx) {
   int base = lua_gettop(L);
   op_box *box = lua_newuserdatauv(L, sizeof *box, 0);
   box->op = op;
-  lua_pushcfunction(L, op_box_gc);
-  lua_newtable(L);
-  lua_insert(L, -2);
-  lua_setfield(L, -2, "__gc");
-  lua_setmetatable(L, -2);
+  luaL_setmetatable(L, OP_BOX_MT);
   gcpr_run *run = op->run;
   if (run->kill_reason) return gcpr_run_raise_killed(L);
   int n = op->vt->push(L, op);
@@ -473,8 +470,10 @@ int gcpr_open_task(lua_State *L) {
   lua_newtable(L);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &tasks_key);
   luaL_newmetatable(L, TASK_MT);
-  lua_pushliteral(L, "gcpr.Task");
-  lua_setfield(L, -2, "__name");
+  lua_pop(L, 1);
+  luaL_newmetatable(L, OP_BOX_MT);
+  lua_pushcfunction(L, op_box_gc);
+  lua_setfield(L, -2, "__gc");
   lua_pop(L, 1);
   luaL_setfuncs(L, task_funcs, 0);
   return 0;

@@ -21,33 +21,42 @@ local function joined(v, name, level)
   error(name .. " must be a string or a list of strings", level + 1)
 end
 
-local function pick(opts, key)
+local function pick(opts, d, key)
   local v = opts[key]
-  if v == nil then v = M.defaults[key] end
+  if v == nil then v = d[key] end
   if v == false then return nil end
   return v
 end
 
--- The spec core.token / core.http take. kind: "access" or "id".
-function M.spec(opts, kind, level)
+local function check_string(v, name, level)
+  if v ~= nil and type(v) ~= "string" then error(name .. " must be a string", level + 1) end
+  return v
+end
+
+-- Fills into req what core.token / core.http need to know about the token: kind ("access"
+-- or "id"), scopes or audience, impersonate, delegates, subject, quota_project. Runs for
+-- every request, so it is straight-line code.
+function M.fill(req, opts, kind, level)
   level = (level or 1) + 1
-  opts = opts or {}
-  local spec = {
-    kind = kind,
-    impersonate = pick(opts, "impersonate"),
-    delegates = joined(pick(opts, "delegates"), "delegates", level),
-    subject = pick(opts, "subject"),
-    quota_project = pick(opts, "quota_project"),
-  }
+  local d = M.defaults
+  req.kind = kind
+  req.impersonate = check_string(pick(opts, d, "impersonate"), "impersonate", level)
+  req.subject = check_string(pick(opts, d, "subject"), "subject", level)
+  req.quota_project = check_string(pick(opts, d, "quota_project"), "quota_project", level)
+  local delegates = pick(opts, d, "delegates")
+  if delegates ~= nil then req.delegates = joined(delegates, "delegates", level) end
   if kind == "access" then
-    spec.scopes = joined(pick(opts, "scopes"), "scopes", level)
+    local scopes = pick(opts, d, "scopes")
+    if scopes ~= nil then req.scopes = joined(scopes, "scopes", level) end
   else
-    spec.audience = opts.audience or M.defaults.audience
+    req.audience = check_string(opts.audience or d.audience, "audience", level)
   end
-  for _, k in ipairs({"impersonate", "subject", "quota_project", "audience"}) do
-    if spec[k] ~= nil and type(spec[k]) ~= "string" then error(k .. " must be a string", level) end
-  end
-  return spec
+  return req
+end
+
+-- The spec core.token takes. kind: "access" or "id".
+function M.spec(opts, kind, level)
+  return M.fill({}, opts or {}, kind, (level or 1) + 1)
 end
 
 local function get(spec, level)

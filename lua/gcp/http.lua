@@ -10,6 +10,9 @@ local log = require "gcp.log"
 local M = {}
 
 local MUTATING = {POST = true, PUT = true, PATCH = true, DELETE = true}
+local EMPTY = setmetatable({}, {__newindex = function() error("internal: shared empty headers", 2) end})
+-- Fixed for the whole run (the module is loaded inside it).
+local dry_run = core.dry_run()
 
 -- Percent-encodes s for a URL path segment or query value (RFC 3986 unreserved kept).
 function M.escape(s)
@@ -173,8 +176,9 @@ function M.request(spec)
     local q = M.encode_query(query)
     if q ~= "" then url = url .. (url:find("?", 1, true) and "&" or "?") .. q end
   end
-  local headers = {}
+  local headers = EMPTY
   if spec.headers ~= nil then
+    headers = {}
     if type(spec.headers) ~= "table" then error("gcp.http: headers must be a table", 2) end
     for k, v in pairs(spec.headers) do
       if type(k) ~= "string" or k:lower() == "authorization" and spec.auth ~= "none" then
@@ -186,6 +190,7 @@ function M.request(spec)
   local body = spec.body
   if spec.json ~= nil then
     body = json.encode(spec.json)
+    if headers == EMPTY then headers = {} end
     if not headers["Content-Type"] then headers["Content-Type"] = "application/json" end
   elseif body ~= nil and type(body) ~= "string" then
     error("gcp.http: body must be a string (use json = for a table)", 2)
@@ -203,14 +208,15 @@ function M.request(spec)
   elseif spec.retry ~= nil and spec.retry ~= true then
     error("gcp.http: retry must be false or a table {attempts=, initial=, max=, deadline=}", 2)
   end
-  local req = auth.spec(spec, mode == "id_token" and "id" or "access", 2)
+  local req = auth.fill({method = method, url = url, headers = headers, body = body,
+                         timeout = spec.timeout, auth = mode},
+                        spec, mode == "id_token" and "id" or "access", 2)
   if mode == "id_token" and not req.audience then req.audience = default_audience(spec.url) end
-  if core.dry_run() and MUTATING[method] and not url:find("/wait$") then
+  if dry_run and MUTATING[method] and not url:find("/wait$") then
     local will_auth = mode == "access_token" or mode == "id_token" or (mode == "auto" and core.token_allowed(url))
     print_dry_run(method, url, headers, body, will_auth)
     return {status = 200, headers = {}, body = "", json = {}, dry_run = true, url = url}
   end
-  req.method, req.url, req.headers, req.body, req.timeout, req.auth = method, url, headers, body, spec.timeout, mode
   local started = core.now()
   local attempt = 0
   while true do
