@@ -1,7 +1,7 @@
-/* fake_call.c: the life of one API request in gcpr-fake: receipt (auth, body, fault),
- * dispatch by path, holding it on timers without blocking the loop, answering it in Google's
- * shapes or dropping it, and its line in requests.jsonl. Control calls (/_fake/) only pass
- * through here on their way to fake_control.c. */
+/* fake_call.c: the life of one API request in gcpr-fake, on either listener: receipt (auth,
+ * body, fault), dispatch by listener, host and path, holding it on timers without blocking
+ * the loop, answering it in Google's shapes or dropping it, and its line in requests.jsonl.
+ * Control calls (/_fake/) only pass through here on their way to fake_control.c. */
 #define _POSIX_C_SOURCE 200809L
 #include "fake.h"
 
@@ -10,22 +10,39 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <openssl/crypto.h>
 
-enum body_kind { BODY_JSON, BODY_FORM };
+/* BODY_JSON: parsed, and a body that is not JSON is refused; BODY_ANY: parsed when it is JSON,
+ * taken as it is otherwise; BODY_FORM: never parsed or logged here (it holds secrets). */
+enum body_kind { BODY_JSON, BODY_ANY, BODY_FORM };
 
 struct route {
   const char *path; /* the exact path, or a prefix when it ends in '/' */
   int needs_auth;
-  enum body_kind body; /* a form body is never parsed or logged here: it holds secrets */
+  enum body_kind body;
   void (*handle)(struct fake_call *call);
 };
 
+/* The HTTPS listener's Google endpoints, whatever the host (they share one certificate). */
 static const struct route routes[] = {
     {"/token", 0, BODY_FORM, fake_oauth_token_endpoint},
     {"/compute/v1/", 1, BODY_JSON, fake_compute_handle},
+    {"/v1/token", 0, BODY_FORM, fake_sts_token},
+    {"/v1/projects/", 1, BODY_JSON, fake_iam_handle},
+    {"/oauth2/v3/certs", 0, BODY_JSON, fake_idtoken_certs},
+    {"/oauth2/v1/certs", 0, BODY_JSON, fake_idtoken_certs},
+    {"/service_accounts/v1/jwk/", 0, BODY_JSON, fake_iam_jwk},
 };
+static const struct route redirect_route = {"/fake-redirect", 0, BODY_ANY,
+                                            fake_target_redirect};
+static const struct route target_route = {"/", 0, BODY_ANY, fake_target_handle};
+static const struct route metadata_route = {"/", 0, BODY_FORM, fake_metadata_handle};
 
-static const struct route *find_route(const char *path) {
+static const struct route *find_route(enum fake_listener listener, const char *host,
+                                      const char *path) {
+  if (listener == FAKE_LISTENER_METADATA) return &metadata_route;
+  if (strcmp(path, redirect_route.path) == 0) return &redirect_route;
+  if (fake_target_host(host)) return &target_route;
   for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
     size_t n = strlen(routes[i].path);
     if (routes[i].path[n - 1] == '/' ? strncmp(path, routes[i].path, n) == 0
@@ -81,6 +98,7 @@ static void call_log(struct fake_call *call, int status) {
   cJSON_AddStringToObject(line, "auth", auth_name(call->auth));
   add_string_or_null(line, "principal", call->principal);
   add_string_or_null(line, "scopes", call->scopes);
+  add_string_or_null(line, "quota_project", call->quota_project);
   const cJSON *body = call->log_body ? call->log_body : call->body;
   cJSON_AddItemToObject(line, "body", body ? cJSON_Duplicate(body, 1) : cJSON_CreateNull());
   cJSON_AddNumberToObject(line, "status", status);
@@ -89,6 +107,9 @@ static void call_log(struct fake_call *call, int status) {
     cJSON_AddNumberToObject(line, "fault", (double)call->fault->id);
   else
     cJSON_AddNullToObject(line, "fault");
+  for (const cJSON *item = call->log_extra ? call->log_extra->child : NULL; item;
+       item = item->next)
+    cJSON_AddItemToObject(line, item->string, cJSON_Duplicate(item, 1));
   char *text = cJSON_PrintUnformatted(line);
   if (text) {
     fputs(text, log);
@@ -128,11 +149,14 @@ static void call_free(struct fake_call *call) {
   free(call->host);
   free(call->path);
   free(call->query);
+  if (call->body_text) OPENSSL_cleanse(call->body_text, strlen(call->body_text));
   free(call->body_text);
   cJSON_Delete(call->body);
   cJSON_Delete(call->log_body);
+  cJSON_Delete(call->log_extra);
   free(call->principal);
   free(call->scopes);
+  free(call->quota_project);
   fake_fault_effect_free(call->fault);
   free(call);
 }
@@ -220,25 +244,45 @@ void fake_waitlist_wake(struct fake_waitlist *list) {
   }
 }
 
-static void send_reply(struct evhttp_request *req, int status, const char *body,
-                       size_t len) {
+#define JSON_TYPE "application/json; charset=UTF-8"
+
+static void send_reply(struct evhttp_request *req, int status, const char *content_type,
+                       const char *body, size_t len) {
   struct evbuffer *buf = evbuffer_new();
-  evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
-                    "application/json; charset=UTF-8");
+  evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", content_type);
   if (buf) evbuffer_add(buf, body, len);
   evhttp_send_reply(req, status, NULL, buf);
   if (buf) evbuffer_free(buf);
 }
 
-void fake_call_respond_text(struct fake_call *call, int status, const char *body) {
+void fake_call_respond_typed(struct fake_call *call, int status, const char *content_type,
+                             const char *body) {
   const struct fake_fault_effect *fault = call->fault;
+  struct evkeyvalq *headers = evhttp_request_get_output_headers(call->req);
   if (fault && fault->body) body = fault->body;
-  if (fault && fault->retry_after)
-    evhttp_add_header(evhttp_request_get_output_headers(call->req), "Retry-After",
-                      fault->retry_after);
+  if (fault && fault->retry_after) evhttp_add_header(headers, "Retry-After", fault->retry_after);
+  if (call->listener == FAKE_LISTENER_METADATA) {
+    evhttp_add_header(headers, "Metadata-Flavor", "Google");
+    evhttp_add_header(headers, "Server", "Metadata Server for VM");
+  }
   call_disarm(call);
-  send_reply(call->req, status, body, strlen(body));
+  send_reply(call->req, status, content_type, body, strlen(body));
   call_finish(call, status);
+}
+
+void fake_call_respond_text(struct fake_call *call, int status, const char *body) {
+  fake_call_respond_typed(call, status, JSON_TYPE, body);
+}
+
+void fake_form_clear(struct evkeyvalq *form) {
+  for (struct evkeyval *field = form->tqh_first; field; field = field->next.tqe_next)
+    OPENSSL_cleanse(field->value, strlen(field->value));
+  evhttp_clear_headers(form);
+}
+
+cJSON *fake_call_log_extra(struct fake_call *call) {
+  if (!call->log_extra) call->log_extra = cJSON_CreateObject();
+  return call->log_extra;
 }
 
 void fake_call_respond_json(struct fake_call *call, int status, cJSON *body) {
@@ -251,7 +295,7 @@ void fake_call_respond_json(struct fake_call *call, int status, cJSON *body) {
 void fake_reply_json(struct evhttp_request *req, int status, cJSON *body) {
   char *text = body ? cJSON_PrintUnformatted(body) : NULL;
   cJSON_Delete(body);
-  send_reply(req, status, text ? text : "{}", text ? strlen(text) : 2);
+  send_reply(req, status, JSON_TYPE, text ? text : "{}", text ? strlen(text) : 2);
   free(text);
 }
 
@@ -347,7 +391,7 @@ static void respond_malformed_json(struct fake_call *call) {
 
 static void call_proceed(struct fake_call *call, void *arg) {
   const struct fake_fault_effect *fault = call->fault;
-  const struct route *route = find_route(call->path);
+  const struct route *route = find_route(call->listener, call->host, call->path);
   (void)arg;
   if (fault && fault->drop) {
     call_abandon(call);
@@ -377,14 +421,22 @@ static void read_body(struct fake_call *call, const struct route *route) {
   if (!call->body) call->body_error_at = end ? (size_t)(end - call->body_text) : 0;
 }
 
-void fake_call_receive(struct fake *fake, struct evhttp_request *req) {
+void fake_call_retry_later(struct fake_call *call) {
+  fake_call_hold(call, 10, NULL, call_proceed, NULL);
+}
+
+void fake_call_receive(struct fake *fake, struct evhttp_request *req,
+                       enum fake_listener listener) {
   const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
   const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
+  struct evkeyvalq *headers = evhttp_request_get_input_headers(req);
+  const char *host = evhttp_find_header(headers, "Host");
   if (!path || !*path) {
     evhttp_send_error(req, 400, NULL);
     return;
   }
-  if (strncmp(path, "/_fake/", 7) == 0) {
+  if (listener == FAKE_LISTENER_HTTPS && strncmp(path, "/_fake/", 7) == 0 &&
+      !fake_target_host(host)) {
     fake_control_handle(fake, req, path);
     return;
   }
@@ -392,16 +444,17 @@ void fake_call_receive(struct fake *fake, struct evhttp_request *req) {
   memset(call, 0, sizeof *call);
   call->fake = fake;
   call->req = req;
+  call->listener = listener;
   call->method = method_name(evhttp_request_get_command(req));
-  struct evkeyvalq *headers = evhttp_request_get_input_headers(req);
-  call->host = fake_strdup(evhttp_find_header(headers, "Host"));
+  call->host = fake_strdup(host);
+  call->quota_project = fake_strdup(evhttp_find_header(headers, "X-Goog-User-Project"));
   call->path = fake_strdup(path);
   call->query = fake_strdup(evhttp_uri_get_query(uri));
   evhttp_parse_query_str(call->query ? call->query : "", &call->params);
-  const struct route *route = find_route(path);
+  const struct route *route = find_route(listener, host, path);
   read_body(call, route);
   const char *principal = NULL, *scopes = NULL;
-  call->auth = fake_oauth_check(fake->oauth, evhttp_find_header(headers, "Authorization"),
+  call->auth = fake_oauth_check(fake, evhttp_find_header(headers, "Authorization"),
                                 &principal, &scopes);
   call->principal = fake_strdup(principal);
   call->scopes = fake_strdup(scopes);

@@ -10,6 +10,8 @@
 
 #include <event2/buffer.h>
 
+#define MAX_CLOCK_SKEW_S (10L * 365 * 86400)
+
 struct fault {
   struct fault *next;
   char *path_prefix;
@@ -252,6 +254,8 @@ static void config_reply(struct fake *fake, struct evhttp_request *req, const cJ
   cJSON_AddNumberToObject(o, "op_delay_ms", (double)settings->op_delay_ms);
   cJSON_AddNumberToObject(o, "wait_max_ms", (double)settings->wait_max_ms);
   cJSON_AddNumberToObject(o, "token_lifetime_s", (double)settings->token_lifetime_s);
+  cJSON_AddNumberToObject(o, "id_token_lifetime_s", (double)settings->id_token_lifetime_s);
+  cJSON_AddNumberToObject(o, "clock_skew_s", (double)settings->clock_skew_s);
   fake_reply_json(req, 200, o);
 }
 
@@ -260,7 +264,10 @@ static void config_set(struct fake *fake, struct evhttp_request *req, const cJSO
   const char *bad;
   if ((bad = optional_long(spec, "op_delay_ms", 0, &next.op_delay_ms)) ||
       (bad = optional_long(spec, "wait_max_ms", 0, &next.wait_max_ms)) ||
-      (bad = optional_long(spec, "token_lifetime_s", 1, &next.token_lifetime_s))) {
+      (bad = optional_long(spec, "token_lifetime_s", 1, &next.token_lifetime_s)) ||
+      (bad = optional_long(spec, "id_token_lifetime_s", 1, &next.id_token_lifetime_s)) ||
+      (bad = optional_long(spec, "clock_skew_s", -MAX_CLOCK_SKEW_S, &next.clock_skew_s)) ||
+      (next.clock_skew_s > MAX_CLOCK_SKEW_S && (bad = "clock_skew_s"))) {
     fake_reply_json(req, 400, error_json("invalid config: bad '%s'", bad));
     return;
   }

@@ -1,6 +1,6 @@
 /* fake_main.c: gcpr-fake's command line and process: arguments, DIR and the files written
- * there (env.sh and requests.jsonl here; ca.pem and sa-key.json by fake_tls.c and
- * fake_oauth.c), the HTTPS listener on 127.0.0.1, the ready line, signals and a clean
+ * there (env.sh and requests.jsonl here; the others by the module that owns what they hold),
+ * the HTTPS and metadata listeners on 127.0.0.1, the ready line, signals and a clean
  * shutdown. Also the small helpers all modules use (allocation, time, random, files). */
 #define _POSIX_C_SOURCE 200809L
 #define _DEFAULT_SOURCE
@@ -22,18 +22,20 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
 #include <openssl/rand.h>
 
 #define DEFAULT_OP_DELAY_MS 300
 #define DEFAULT_WAIT_MAX_MS 2000
 #define DEFAULT_TOKEN_LIFETIME_S 3599
+#define DEFAULT_ID_TOKEN_LIFETIME_S 3600
 #define LISTEN_BACKLOG 1024
 #define MAX_BODY_BYTES (8 * 1024 * 1024)
 #define CONNECTION_TIMEOUT_S 300
 
 static const char usage[] =
-    "usage: gcpr-fake --dir DIR [--port N] [--op-delay-ms MS] [--wait-max-ms MS] "
-    "[--token-lifetime S]\n";
+    "usage: gcpr-fake --dir DIR [--port N] [--metadata-port N] [--op-delay-ms MS] "
+    "[--wait-max-ms MS] [--token-lifetime S]\n";
 
 void *fake_malloc(size_t n) {
   void *p = malloc(n ? n : 1);
@@ -69,6 +71,39 @@ void fake_format_time(long long ms, int utc_offset_min, char out[32]) {
              utc_offset_min < 0 ? '-' : '+', offset / 60, offset % 60);
 }
 
+long long fake_clock_ms(const struct fake *fake) {
+  return fake_now_ms() + fake->settings.clock_skew_s * 1000LL;
+}
+
+long long fake_clock_s(const struct fake *fake) {
+  return fake_clock_ms(fake) / 1000;
+}
+
+void fake_random_digits(char *out, size_t n) {
+  unsigned char raw[64];
+  RAND_bytes(raw, (int)n);
+  for (size_t i = 0; i < n; i++) out[i] = (char)('0' + raw[i] % 10);
+  if (n && out[0] == '0') out[0] = '1';
+  out[n] = '\0';
+}
+
+void fake_random_b64url(char *out, size_t n) {
+  static const char alphabet[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  unsigned char raw[256];
+  RAND_bytes(raw, (int)n);
+  for (size_t i = 0; i < n; i++) out[i] = alphabet[raw[i] & 63];
+  out[n] = '\0';
+  OPENSSL_cleanse(raw, sizeof raw);
+}
+
+int fake_has_scope(const char *scopes, const char *scope) {
+  size_t n = strlen(scope);
+  for (const char *p = scopes; p && (p = strstr(p, scope)) != NULL; p += n)
+    if ((p == scopes || p[-1] == ' ') && (p[n] == ' ' || p[n] == '\0')) return 1;
+  return 0;
+}
+
 void fake_random_hex(char *out, size_t n) {
   static const char digits[] = "0123456789abcdef";
   unsigned char raw[64];
@@ -98,6 +133,32 @@ int fake_write_file(const char *dir, const char *name, const char *data, size_t 
   return rc;
 }
 
+int fake_write_json_file(const char *dir, const char *name, const cJSON *doc, mode_t mode) {
+  char *text = cJSON_Print(doc);
+  if (!text) return -1;
+  /* cJSON lays out with tabs: one per level at a line's start, one after each colon (a tab
+   * inside a string is always escaped). */
+  size_t len = strlen(text), n = 0;
+  char *out = fake_malloc(2 * len + 2);
+  for (size_t i = 0; i < len; i++) {
+    if (text[i] != '\t') {
+      out[n++] = text[i];
+    } else if (i == 0 || text[i - 1] == '\n' || text[i - 1] == '\t') {
+      out[n++] = ' ';
+      out[n++] = ' ';
+    } else {
+      out[n++] = ' ';
+    }
+  }
+  out[n++] = '\n';
+  int rc = fake_write_file(dir, name, out, n, mode);
+  OPENSSL_cleanse(text, len);
+  OPENSSL_cleanse(out, n);
+  free(text);
+  free(out);
+  return rc;
+}
+
 static void fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* Start-up errors: one line on stderr and exit status 2. */
@@ -113,7 +174,7 @@ static void fail(const char *fmt, ...) {
 
 struct options {
   const char *dir;
-  long port;
+  long port, metadata_port;
   struct fake_settings settings;
 };
 
@@ -129,9 +190,12 @@ static long option_number(const char *name, const char *value, long min, long ma
 static void parse_options(int argc, char **argv, struct options *opt) {
   opt->dir = NULL;
   opt->port = 0;
+  opt->metadata_port = 0;
   opt->settings.op_delay_ms = DEFAULT_OP_DELAY_MS;
   opt->settings.wait_max_ms = DEFAULT_WAIT_MAX_MS;
   opt->settings.token_lifetime_s = DEFAULT_TOKEN_LIFETIME_S;
+  opt->settings.id_token_lifetime_s = DEFAULT_ID_TOKEN_LIFETIME_S;
+  opt->settings.clock_skew_s = 0;
   for (int i = 1; i < argc; i++) {
     const char *arg = argv[i], *value = i + 1 < argc ? argv[i + 1] : NULL;
     if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
@@ -141,6 +205,8 @@ static void parse_options(int argc, char **argv, struct options *opt) {
       opt->dir = value;
     } else if (strcmp(arg, "--port") == 0) {
       opt->port = option_number(arg, value, 0, 65535);
+    } else if (strcmp(arg, "--metadata-port") == 0) {
+      opt->metadata_port = option_number(arg, value, 0, 65535);
     } else if (strcmp(arg, "--op-delay-ms") == 0) {
       opt->settings.op_delay_ms = option_number(arg, value, 0, 3600000);
     } else if (strcmp(arg, "--wait-max-ms") == 0) {
@@ -210,20 +276,22 @@ static char *shell_quote(const char *s) {
   return out;
 }
 
-static int write_env_sh(const char *dir, int port) {
+static int write_env_sh(const char *dir, int port, int metadata_port) {
   char path[PATH_MAX + 16];
   snprintf(path, sizeof path, "%s/ca.pem", dir);
   char *ca = shell_quote(path);
   snprintf(path, sizeof path, "%s/sa-key.json", dir);
   char *key = shell_quote(path);
-  size_t size = strlen(ca) + strlen(key) + 256;
+  size_t size = strlen(ca) + strlen(key) + 512;
   char *text = fake_malloc(size);
   int n = snprintf(text, size,
-                   "export GCPR_CONNECT_TO='googleapis.com=127.0.0.1:%d'\n"
+                   "export GCPR_CONNECT_TO='googleapis.com=127.0.0.1:%d,run.app=127.0.0.1:%d,"
+                   "appspot.com=127.0.0.1:%d'\n"
                    "export GCPR_CA_BUNDLE=%s\n"
                    "export GOOGLE_APPLICATION_CREDENTIALS=%s\n"
-                   "export GCPR_FAKE_URL='https://127.0.0.1:%d'\n",
-                   port, ca, key, port);
+                   "export GCPR_FAKE_URL='https://127.0.0.1:%d'\n"
+                   "export GCE_METADATA_HOST='127.0.0.1:%d'\n",
+                   port, port, port, ca, key, port, metadata_port);
   int rc = fake_write_file(dir, "env.sh", text, (size_t)n, 0644);
   free(ca);
   free(key);
@@ -239,7 +307,27 @@ static void raise_open_file_limit(void) {
 }
 
 static void on_request(struct evhttp_request *req, void *arg) {
-  fake_call_receive(arg, req);
+  fake_call_receive(arg, req, FAKE_LISTENER_HTTPS);
+}
+
+static void on_metadata_request(struct evhttp_request *req, void *arg) {
+  fake_call_receive(arg, req, FAKE_LISTENER_METADATA);
+}
+
+/* Both listeners take the same methods, body limit and idle timeout. */
+static struct evhttp *new_listener(struct fake *fake, evutil_socket_t fd, int port,
+                                   void (*on)(struct evhttp_request *, void *)) {
+  struct evhttp *http = evhttp_new(fake->base);
+  if (!http) fail("cannot set up the event loop");
+  evhttp_set_gencb(http, on, fake);
+  evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_PUT |
+                                       EVHTTP_REQ_DELETE | EVHTTP_REQ_PATCH |
+                                       EVHTTP_REQ_HEAD | EVHTTP_REQ_OPTIONS);
+  evhttp_set_max_body_size(http, MAX_BODY_BYTES);
+  evhttp_set_timeout(http, CONNECTION_TIMEOUT_S);
+  if (!evhttp_accept_socket_with_handle(http, fd))
+    fail("cannot accept connections on 127.0.0.1:%d", port);
+  return http;
 }
 
 static void on_signal(evutil_socket_t sig, short what, void *arg) {
@@ -251,9 +339,14 @@ static void on_signal(evutil_socket_t sig, short what, void *arg) {
 static void fake_free(struct fake *fake) {
   fake_calls_drop_all(fake);
   if (fake->http) evhttp_free(fake->http);
+  if (fake->metadata_http) evhttp_free(fake->metadata_http);
   fake_compute_free(fake->compute);
   fake_faults_free(fake->faults);
   fake_oauth_free(fake->oauth);
+  fake_sts_free(fake->sts);
+  fake_iam_free(fake->iam);
+  fake_idtoken_free(fake->idtoken);
+  fake_keys_free(fake->keys);
   SSL_CTX_free(fake->tls);
   if (fake->request_log) fclose(fake->request_log);
   free(fake->dir);
@@ -263,7 +356,7 @@ int main(int argc, char **argv) {
   struct options opt;
   struct fake fake;
   const char *err = NULL;
-  int port = 0;
+  int port = 0, metadata_port = 0;
   parse_options(argc, argv, &opt);
   memset(&fake, 0, sizeof fake);
   fake.settings = opt.settings;
@@ -276,23 +369,29 @@ int main(int argc, char **argv) {
 
   evutil_socket_t fd = listen_on_loopback(opt.port, &port);
   if (fd < 0) fail("cannot listen on 127.0.0.1:%ld: %s", opt.port, strerror(errno));
+  evutil_socket_t metadata_fd = listen_on_loopback(opt.metadata_port, &metadata_port);
+  if (metadata_fd < 0)
+    fail("cannot listen on 127.0.0.1:%ld: %s", opt.metadata_port, strerror(errno));
+  fake.port = port;
+  fake.metadata_port = metadata_port;
   if (make_dirs(opt.dir) != 0 || !(fake.dir = realpath(opt.dir, NULL)))
     fail("cannot create directory %s: %s", opt.dir, strerror(errno));
   if (!(fake.tls = fake_tls_create(fake.dir, &err))) fail("%s in %s", err, fake.dir);
-  if (!(fake.oauth = fake_oauth_create(fake.dir, &err))) fail("%s in %s", err, fake.dir);
-  fake.base = event_base_new();
-  fake.http = fake.base ? evhttp_new(fake.base) : NULL;
-  if (!fake.http) fail("cannot set up the event loop");
+  /* The worker makes the issuer's key (first slot) while this thread makes sa-key.json's. */
+  fake.keys = fake_keys_create();
+  fake.sts = fake_sts_create(fake.keys);
+  fake.idtoken = fake_idtoken_create(fake.keys);
+  fake.iam = fake_iam_create(fake.keys);
+  if (fake_keys_start(fake.keys) != 0) fail("cannot start the key worker thread");
+  if (!(fake.oauth = fake_oauth_create(fake.dir, fake_iam_unique_id(fake.iam, FAKE_RUNNER_SA),
+                                       &err)) ||
+      fake_sts_write_files(fake.sts, fake.dir, metadata_port, &err) != 0)
+    fail("%s in %s", err, fake.dir);
+  if (!(fake.base = event_base_new())) fail("cannot set up the event loop");
+  fake.http = new_listener(&fake, fd, port, on_request);
   evhttp_set_bevcb(fake.http, fake_tls_bufferevent, fake.tls);
-  evhttp_set_gencb(fake.http, on_request, &fake);
-  evhttp_set_allowed_methods(fake.http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_PUT |
-                                            EVHTTP_REQ_DELETE | EVHTTP_REQ_PATCH |
-                                            EVHTTP_REQ_HEAD | EVHTTP_REQ_OPTIONS);
-  evhttp_set_max_body_size(fake.http, MAX_BODY_BYTES);
-  evhttp_set_timeout(fake.http, CONNECTION_TIMEOUT_S);
-  if (!evhttp_accept_socket_with_handle(fake.http, fd))
-    fail("cannot accept connections on 127.0.0.1:%d", port);
-  if (write_env_sh(fake.dir, port) != 0)
+  fake.metadata_http = new_listener(&fake, metadata_fd, metadata_port, on_metadata_request);
+  if (write_env_sh(fake.dir, port, metadata_port) != 0)
     fail("cannot write %s/env.sh: %s", fake.dir, strerror(errno));
   char log_path[PATH_MAX];
   snprintf(log_path, sizeof log_path, "%s/requests.jsonl", fake.dir);
@@ -306,7 +405,8 @@ int main(int argc, char **argv) {
   if (!sigterm || !sigint || event_add(sigterm, NULL) != 0 || event_add(sigint, NULL) != 0)
     fail("cannot watch SIGTERM and SIGINT");
 
-  printf("gcpr-fake ready https://127.0.0.1:%d dir=%s\n", port, fake.dir);
+  printf("gcpr-fake ready https://127.0.0.1:%d dir=%s metadata=http://127.0.0.1:%d\n", port,
+         fake.dir, metadata_port);
   fflush(stdout);
   int rc = event_base_dispatch(fake.base) < 0 ? 1 : 0;
 

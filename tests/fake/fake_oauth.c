@@ -1,7 +1,10 @@
-/* fake_oauth.c: the fake's one service account and Google's OAuth2 token endpoint. Writes
- * DIR/sa-key.json (a key in Google's format) at start, keeps only its public half, checks
- * JWT-bearer assertions against it as oauth2.googleapis.com/token does, and remembers the
- * access tokens it issues so API calls can be authenticated. */
+/* fake_oauth.c: the fake's service-account key, its authorized user, Google's OAuth2 token
+ * endpoint, and the table of every access token the fake issues (whichever module issues
+ * it) so API calls can be authenticated. Writes DIR/sa-key.json (keeping only the key's
+ * public half), authorized-user.json and impersonated.json at start. The token endpoint
+ * checks JWT-bearer assertions as oauth2.googleapis.com/token does (access tokens, ID tokens
+ * for a target_audience, domain-wide delegation with sub) and refresh-token grants for the
+ * authorized user. Secrets never reach the log: it shows the grant type only. */
 #define _POSIX_C_SOURCE 200809L
 #include "fake.h"
 
@@ -16,10 +19,17 @@
 
 #include "jwt.h"
 
-#define PROJECT_ID "demo-project"
-#define CLIENT_EMAIL "gcpr-runner@" PROJECT_ID ".iam.gserviceaccount.com"
+#define PROJECT_ID FAKE_PROJECT_ID
+#define CLIENT_EMAIL FAKE_RUNNER_SA
 #define TOKEN_URI "https://oauth2.googleapis.com/token"
 #define JWT_BEARER "urn:ietf:params:oauth:grant-type:jwt-bearer"
+#define REFRESH_TOKEN_GRANT "refresh_token"
+#define USER_CLIENT_ID FAKE_USER_CLIENT_ID
+/* What the authorized user consented to (gcloud auth application-default login). */
+#define USER_SCOPES                                                                        \
+  "openid https://www.googleapis.com/auth/userinfo.email " FAKE_CLOUD_PLATFORM            \
+  " https://www.googleapis.com/auth/sqlservice.login"
+#define DWD_DOMAIN "@example.com"
 #define TOKEN_BUCKETS 1024
 #define MAX_ASSERTION_LIFETIME_S 3600
 #define MAX_CLOCK_SKEW_S 60
@@ -35,6 +45,10 @@ struct token {
 struct fake_oauth {
   EVP_PKEY *public_key;
   char key_id[41];
+  char runner_client_id[32];
+  char user_id[22];
+  char client_secret[36];
+  char refresh_token[110];
   struct token *buckets[TOKEN_BUCKETS];
 };
 
@@ -58,19 +72,10 @@ static char *private_key_pem(EVP_PKEY *key) {
   return pem;
 }
 
-static void random_digits(char *out, size_t n) {
-  unsigned char raw[64];
-  RAND_bytes(raw, (int)n);
-  for (size_t i = 0; i < n; i++) out[i] = (char)('0' + raw[i] % 10);
-  if (out[0] == '0') out[0] = '1';
-  out[n] = '\0';
-}
-
 /* Writes sa-key.json in the exact shape (and layout) of a key downloaded from the Cloud
  * console: one flat object of strings, two-space indented. */
-static int write_key_file(const char *dir, const char *key_id, const char *pem) {
-  char client_id[22];
-  random_digits(client_id, 21);
+static int write_key_file(const char *dir, const char *key_id, const char *pem,
+                          const char *client_id) {
   const char *const fields[][2] = {
       {"type", "service_account"},
       {"project_id", PROJECT_ID},
@@ -117,9 +122,52 @@ static EVP_PKEY *public_half(EVP_PKEY *key) {
   return pub;
 }
 
-struct fake_oauth *fake_oauth_create(const char *dir, const char **err) {
+/* The authorized user as gcloud writes it to application_default_credentials.json: sorted
+ * keys. */
+static cJSON *authorized_user_json(const struct fake_oauth *oauth) {
+  cJSON *user = cJSON_CreateObject();
+  cJSON_AddStringToObject(user, "account", "");
+  cJSON_AddStringToObject(user, "client_id", USER_CLIENT_ID);
+  cJSON_AddStringToObject(user, "client_secret", oauth->client_secret);
+  cJSON_AddStringToObject(user, "quota_project_id", PROJECT_ID);
+  cJSON_AddStringToObject(user, "refresh_token", oauth->refresh_token);
+  cJSON_AddStringToObject(user, "type", "authorized_user");
+  cJSON_AddStringToObject(user, "universe_domain", "googleapis.com");
+  return user;
+}
+
+static void wipe_strings(cJSON *doc) {
+  for (cJSON *item = doc->child; item; item = item->next) {
+    if (cJSON_IsString(item)) OPENSSL_cleanse(item->valuestring, strlen(item->valuestring));
+    if (cJSON_IsObject(item)) wipe_strings(item);
+  }
+}
+
+static int write_user_files(const char *dir, const struct fake_oauth *oauth) {
+  cJSON *user = authorized_user_json(oauth);
+  int rc = fake_write_json_file(dir, "authorized-user.json", user, 0600);
+  cJSON *impersonated = cJSON_CreateObject();
+  cJSON_AddItemToObject(impersonated, "delegates", cJSON_CreateArray());
+  cJSON_AddStringToObject(impersonated, "service_account_impersonation_url",
+                          FAKE_IAM_CREDENTIALS_URL FAKE_DEPLOYER_SA ":generateAccessToken");
+  cJSON_AddItemToObject(impersonated, "source_credentials", user);
+  cJSON_AddStringToObject(impersonated, "type", "impersonated_service_account");
+  if (rc == 0) rc = fake_write_json_file(dir, "impersonated.json", impersonated, 0600);
+  wipe_strings(impersonated);
+  cJSON_Delete(impersonated);
+  return rc;
+}
+
+struct fake_oauth *fake_oauth_create(const char *dir, const char *runner_client_id,
+                                     const char **err) {
   struct fake_oauth *oauth = fake_malloc(sizeof *oauth);
   memset(oauth, 0, sizeof *oauth);
+  snprintf(oauth->runner_client_id, sizeof oauth->runner_client_id, "%s", runner_client_id);
+  fake_random_digits(oauth->user_id, 21);
+  strcpy(oauth->client_secret, "GOCSPX-");
+  fake_random_b64url(oauth->client_secret + 7, 28);
+  strcpy(oauth->refresh_token, "1//0g");
+  fake_random_b64url(oauth->refresh_token + 5, 100);
   EVP_PKEY *key = EVP_RSA_gen(2048);
   char *pem = key ? private_key_pem(key) : NULL;
   *err = "cannot generate the service account key";
@@ -127,7 +175,11 @@ struct fake_oauth *fake_oauth_create(const char *dir, const char **err) {
     fake_random_hex(oauth->key_id, 40);
     oauth->public_key = public_half(key);
     *err = "cannot write sa-key.json";
-    if (oauth->public_key && write_key_file(dir, oauth->key_id, pem) == 0) *err = NULL;
+    if (oauth->public_key &&
+        write_key_file(dir, oauth->key_id, pem, oauth->runner_client_id) == 0) {
+      *err = "cannot write authorized-user.json and impersonated.json";
+      if (write_user_files(dir, oauth) == 0) *err = NULL;
+    }
     OPENSSL_cleanse(pem, strlen(pem));
     free(pem);
   }
@@ -154,18 +206,20 @@ void fake_oauth_free(struct fake_oauth *oauth) {
     }
   }
   EVP_PKEY_free(oauth->public_key);
+  OPENSSL_cleanse(oauth, sizeof *oauth);
   free(oauth);
 }
 
-enum fake_auth fake_oauth_check(struct fake_oauth *oauth, const char *authorization,
+enum fake_auth fake_oauth_check(struct fake *fake, const char *authorization,
                                 const char **principal, const char **scopes) {
+  struct fake_oauth *oauth = fake->oauth;
   if (!authorization) return FAKE_AUTH_NONE;
   if (strncasecmp(authorization, "Bearer ", 7) != 0) return FAKE_AUTH_INVALID;
   const char *value = authorization + 7;
   while (*value == ' ') value++;
   for (struct token *t = oauth->buckets[token_bucket(value)]; t; t = t->next) {
     if (strcmp(t->value, value) != 0) continue;
-    if (t->expires_ms <= fake_now_ms()) return FAKE_AUTH_EXPIRED;
+    if (t->expires_ms <= fake_clock_ms(fake)) return FAKE_AUTH_EXPIRED;
     *principal = t->principal;
     *scopes = t->scopes;
     return FAKE_AUTH_VALID;
@@ -181,32 +235,59 @@ static void oauth_error(struct fake_call *call, int status, const char *error,
   fake_call_respond_json(call, status, body);
 }
 
-static void issue_token(struct fake_call *call, const char *principal, const char *scopes) {
-  struct fake *fake = call->fake;
+const char *fake_oauth_issue(struct fake *fake, const char *prefix, const char *principal,
+                             const char *scopes, long lifetime_s) {
   struct fake_oauth *oauth = fake->oauth;
   unsigned char raw[64];
   char encoded[GCPR_B64URL_LEN(sizeof raw)];
   RAND_bytes(raw, sizeof raw);
   gcpr_b64url_encode(raw, sizeof raw, encoded);
   struct token *t = fake_malloc(sizeof *t);
-  t->value = fake_malloc(strlen("ya29.c.") + sizeof encoded);
-  strcpy(t->value, "ya29.c.");
+  t->value = fake_malloc(strlen(prefix) + sizeof encoded);
+  strcpy(t->value, prefix);
   strcat(t->value, encoded);
   OPENSSL_cleanse(encoded, sizeof encoded);
+  OPENSSL_cleanse(raw, sizeof raw);
   t->principal = fake_strdup(principal);
   t->scopes = fake_strdup(scopes);
-  long lifetime = fake->settings.token_lifetime_s;
-  t->expires_ms = fake_now_ms() + lifetime * 1000LL;
+  t->expires_ms = fake_clock_ms(fake) + lifetime_s * 1000LL;
   unsigned bucket = token_bucket(t->value);
   t->next = oauth->buckets[bucket];
   oauth->buckets[bucket] = t;
   fake->stats.tokens_issued++;
+  return t->value;
+}
 
+/* The token endpoint's answer for a service account's access token. */
+static void respond_access_token(struct fake_call *call, const char *principal,
+                                 const char *scopes) {
+  long lifetime = call->fake->settings.token_lifetime_s;
   cJSON *body = cJSON_CreateObject();
-  cJSON_AddStringToObject(body, "access_token", t->value);
+  cJSON_AddStringToObject(body, "access_token",
+                          fake_oauth_issue(call->fake, "ya29.c.", principal, scopes, lifetime));
   cJSON_AddNumberToObject(body, "expires_in", (double)lifetime);
   cJSON_AddStringToObject(body, "token_type", "Bearer");
   fake_call_respond_json(call, 200, body);
+}
+
+/* {"id_token": JWT} for a service account's JWT grant with a target_audience. */
+static void respond_id_token(struct fake_call *call, const char *audience) {
+  struct fake_oauth *oauth = call->fake->oauth;
+  cJSON *claims =
+      fake_idtoken_claims(audience, oauth->runner_client_id, oauth->runner_client_id);
+  cJSON_AddStringToObject(claims, "email", CLIENT_EMAIL);
+  cJSON_AddBoolToObject(claims, "email_verified", 1);
+  char *jwt = fake_idtoken_sign(call->fake, claims);
+  cJSON *body = cJSON_CreateObject();
+  cJSON_AddStringToObject(body, "id_token", jwt ? jwt : "");
+  if (jwt) OPENSSL_cleanse(jwt, strlen(jwt));
+  free(jwt);
+  fake_call_respond_json(call, 200, body);
+}
+
+static int ends_with(const char *s, const char *suffix) {
+  size_t n = strlen(s), m = strlen(suffix);
+  return n > m && strcasecmp(s + n - m, suffix) == 0;
 }
 
 static const char *string_member(const cJSON *obj, const char *key) {
@@ -223,13 +304,16 @@ static int audience_ok(const char *aud, const char *host) {
 }
 
 /* Checks a verified assertion's claims in the order Google reports failures, answering the
- * call either way. */
+ * call either way: an ID token when the claims name a target_audience, else an access token
+ * for the scopes, for the sub claim's user under domain-wide delegation. */
 static void grant(struct fake_call *call, const cJSON *header, const cJSON *claims) {
   const char *kid = string_member(header, "kid"), *alg = string_member(header, "alg");
   const char *iss = string_member(claims, "iss"), *scope = string_member(claims, "scope");
+  const char *target_audience = string_member(claims, "target_audience");
+  const cJSON *sub = cJSON_GetObjectItemCaseSensitive(claims, "sub");
   const cJSON *iat = cJSON_GetObjectItemCaseSensitive(claims, "iat");
   const cJSON *exp = cJSON_GetObjectItemCaseSensitive(claims, "exp");
-  double now = (double)(fake_now_ms() / 1000);
+  double now = (double)fake_clock_s(call->fake);
   if (!kid || strcmp(kid, call->fake->oauth->key_id) != 0 || !alg || strcmp(alg, "RS256") != 0)
     oauth_error(call, 400, "invalid_grant", "Invalid JWT Signature.");
   else if (!iss || strcmp(iss, CLIENT_EMAIL) != 0)
@@ -244,10 +328,92 @@ static void grant(struct fake_call *call, const cJSON *header, const cJSON *clai
     oauth_error(call, 400, "invalid_grant",
                 "Invalid JWT: Token must be a short-lived token (60 minutes) and in a "
                 "reasonable timeframe. Check your iat and exp values in the JWT claim.");
+  else if (target_audience && *target_audience && !fake_idtoken_ready(call->fake))
+    fake_call_retry_later(call);
+  else if (target_audience && *target_audience)
+    respond_id_token(call, target_audience);
   else if (!scope || !*scope)
     oauth_error(call, 400, "invalid_scope", "Invalid OAuth scope or ID token audience provided.");
+  else if (sub && (!cJSON_IsString(sub) || !ends_with(sub->valuestring, DWD_DOMAIN)))
+    oauth_error(call, 401, "unauthorized_client",
+                "Client is unauthorized to retrieve access tokens using this method, or client "
+                "not authorized for any of the scopes requested.");
   else
-    issue_token(call, iss, scope);
+    respond_access_token(call, sub ? sub->valuestring : iss, scope);
+}
+
+/* Google's answer when some asked scopes were never consented to:
+ * "Some requested scopes were invalid. {valid=[a, b], invalid=[c]}". */
+static void respond_invalid_scopes(struct fake_call *call, const char *scope) {
+  char *copy = fake_strdup(scope), *save = NULL;
+  size_t size = 2 * strlen(scope) + 80, valid_len = 0, invalid_len = 0;
+  char *valid = fake_malloc(size), *invalid = fake_malloc(size);
+  valid[0] = invalid[0] = '\0';
+  for (char *word = strtok_r(copy, " ", &save); word; word = strtok_r(NULL, " ", &save)) {
+    int ok = fake_has_scope(USER_SCOPES, word);
+    char *list = ok ? valid : invalid;
+    size_t *len = ok ? &valid_len : &invalid_len;
+    *len += (size_t)snprintf(list + *len, size - *len, "%s%s", *len ? ", " : "", word);
+  }
+  char *description = fake_malloc(2 * size);
+  snprintf(description, 2 * size, "Some requested scopes were invalid. {valid=[%s], invalid=[%s]}",
+           valid, invalid);
+  oauth_error(call, 400, "invalid_scope", description);
+  free(description);
+  free(valid);
+  free(invalid);
+  free(copy);
+}
+
+/* The refresh-token grant of the authorized user, as Google answers it: the client first
+ * (401), then the token (400), then the scopes, which must be among those consented to. */
+static void refresh(struct fake_call *call, struct evkeyvalq *form) {
+  struct fake_oauth *oauth = call->fake->oauth;
+  const char *client_id = evhttp_find_header(form, "client_id");
+  const char *secret = evhttp_find_header(form, "client_secret");
+  const char *token = evhttp_find_header(form, "refresh_token");
+  const char *scope = evhttp_find_header(form, "scope");
+  if (!scope || !*scope) scope = USER_SCOPES;
+  int scopes_ok = 1;
+  char *copy = fake_strdup(scope), *save = NULL;
+  for (char *word = strtok_r(copy, " ", &save); word; word = strtok_r(NULL, " ", &save))
+    scopes_ok &= fake_has_scope(USER_SCOPES, word);
+  free(copy);
+  if (!client_id || !*client_id) {
+    oauth_error(call, 400, "invalid_request", "Could not determine client ID from request.");
+  } else if (strcmp(client_id, USER_CLIENT_ID) != 0) {
+    oauth_error(call, 401, "invalid_client", "The OAuth client was not found.");
+  } else if (!secret || strlen(secret) != strlen(oauth->client_secret) ||
+             CRYPTO_memcmp(secret, oauth->client_secret, strlen(secret)) != 0) {
+    oauth_error(call, 401, "invalid_client", "Unauthorized");
+  } else if (!token || !*token) {
+    oauth_error(call, 400, "invalid_request", "Missing required parameter: refresh_token");
+  } else if (strlen(token) != strlen(oauth->refresh_token) ||
+             CRYPTO_memcmp(token, oauth->refresh_token, strlen(token)) != 0) {
+    oauth_error(call, 400, "invalid_grant", "Bad Request");
+  } else if (!scopes_ok) {
+    respond_invalid_scopes(call, scope);
+  } else if (!fake_idtoken_ready(call->fake)) {
+    fake_call_retry_later(call);
+  } else {
+    long lifetime = call->fake->settings.token_lifetime_s;
+    cJSON *body = cJSON_CreateObject();
+    cJSON_AddStringToObject(
+        body, "access_token",
+        fake_oauth_issue(call->fake, "ya29.a0", FAKE_USER_EMAIL, scope, lifetime));
+    cJSON_AddNumberToObject(body, "expires_in", (double)lifetime);
+    cJSON_AddStringToObject(body, "scope", scope);
+    cJSON_AddStringToObject(body, "token_type", "Bearer");
+    /* The user consented to openid, so Google adds an ID token for the client. */
+    cJSON *claims = fake_idtoken_claims(USER_CLIENT_ID, USER_CLIENT_ID, oauth->user_id);
+    cJSON_AddStringToObject(claims, "email", FAKE_USER_EMAIL);
+    cJSON_AddBoolToObject(claims, "email_verified", 1);
+    char *jwt = fake_idtoken_sign(call->fake, claims);
+    cJSON_AddStringToObject(body, "id_token", jwt ? jwt : "");
+    if (jwt) OPENSSL_cleanse(jwt, strlen(jwt));
+    free(jwt);
+    fake_call_respond_json(call, 200, body);
+  }
 }
 
 static void exchange_assertion(struct fake_call *call, const char *assertion) {
@@ -282,13 +448,16 @@ void fake_oauth_token_endpoint(struct fake_call *call) {
   evhttp_parse_query_str(call->body_text ? call->body_text : "", &form);
   const char *grant_type = evhttp_find_header(&form, "grant_type");
   const char *assertion = evhttp_find_header(&form, "assertion");
-  /* The log shows the grant type only: the form also carries the assertion. */
+  /* The log shows the grant type only: the form also carries the assertion or secrets. */
+  cJSON_Delete(call->log_body);
   call->log_body = cJSON_CreateObject();
   if (grant_type)
     cJSON_AddStringToObject(call->log_body, "grant_type", grant_type);
   else
     cJSON_AddNullToObject(call->log_body, "grant_type");
-  if (!grant_type || strcmp(grant_type, JWT_BEARER) != 0) {
+  if (grant_type && strcmp(grant_type, REFRESH_TOKEN_GRANT) == 0) {
+    refresh(call, &form);
+  } else if (!grant_type || strcmp(grant_type, JWT_BEARER) != 0) {
     char description[300];
     snprintf(description, sizeof description, "Invalid grant_type: %.200s",
              grant_type ? grant_type : "");
@@ -298,5 +467,5 @@ void fake_oauth_token_endpoint(struct fake_call *call) {
   } else {
     exchange_assertion(call, assertion);
   }
-  evhttp_clear_headers(&form);
+  fake_form_clear(&form);
 }

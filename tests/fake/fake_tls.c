@@ -1,6 +1,7 @@
 /* fake_tls.c: gcpr-fake's TLS identity, made fresh at every start: a self-signed CA written
  * to DIR/ca.pem, a server certificate it signs for the Google host names the fake stands in
- * for, and the SSL_CTX and per-connection bufferevents of the HTTPS listener. */
+ * for (*.googleapis.com; *.run.app, *.a.run.app and *.appspot.com for fake_target.c), and the
+ * SSL_CTX and per-connection bufferevents of the HTTPS listener. */
 #define _POSIX_C_SOURCE 200809L
 #include "fake.h"
 
@@ -14,7 +15,8 @@
 #include <openssl/x509v3.h>
 
 /* Each suffix is served as itself and as every host directly under it. */
-static const char *const host_suffixes[] = {"googleapis.com"};
+static const char *const host_suffixes[] = {"googleapis.com", "run.app", "a.run.app",
+                                            "appspot.com"};
 static const char *const extra_names = "DNS:localhost,IP:127.0.0.1";
 
 #define VALID_BEFORE_S (24L * 3600)
