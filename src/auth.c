@@ -401,6 +401,7 @@ static void finish_json(entry *e, gcpr_http *req, const char *field, enum expiry
 typedef struct {
   cred base;
   EVP_PKEY *key;
+  char *issuer; /* the service account: iss of every assertion, also under delegation */
   char *kid, *token_uri, *subject;
 } sa_cred;
 
@@ -422,7 +423,7 @@ static void sa_fetch(cred *c, entry *e) {
   int ok = header && claims && cJSON_AddStringToObject(header, "alg", "RS256") &&
            cJSON_AddStringToObject(header, "typ", "JWT") &&
            (!sa->kid || cJSON_AddStringToObject(header, "kid", sa->kid)) &&
-           cJSON_AddStringToObject(claims, "iss", c->email) &&
+           cJSON_AddStringToObject(claims, "iss", sa->issuer) &&
            cJSON_AddStringToObject(claims, "aud", sa->token_uri) &&
            cJSON_AddNumberToObject(claims, "iat", (double)now) &&
            cJSON_AddNumberToObject(claims, "exp", (double)now + 3600) &&
@@ -449,6 +450,7 @@ static void sa_fetch(cred *c, entry *e) {
 static void sa_destroy(cred *c) {
   sa_cred *sa = (sa_cred *)c;
   EVP_PKEY_free(sa->key);
+  free(sa->issuer);
   free(sa->kid);
   free(sa->token_uri);
   free(sa->subject);
@@ -957,6 +959,7 @@ static cred *sa_from_json(const cJSON *doc, const char *path, load_error *le) {
     return load_fail(le, GCPR_EXIT_FAILED, NULL);
   }
   sa->key = key;
+  sa->issuer = xstrdup(email);
   sa->kid = xstrdup(json_string(doc, "private_key_id"));
   sa->token_uri = xstrdup(token_uri);
   sa->base.email = xstrdup(email);
@@ -1189,6 +1192,7 @@ static cred *cred_for(const gcpr_token_spec *spec, const char **error, int *code
       sa_cred *base = (sa_cred *)c, *sa = calloc(1, sizeof *sa);
       if (sa && EVP_PKEY_up_ref(base->key) == 1) {
         sa->key = base->key;
+        sa->issuer = xstrdup(base->issuer);
         sa->kid = xstrdup(base->kid);
         sa->token_uri = xstrdup(base->token_uri);
         sa->subject = xstrdup(spec->subject);

@@ -42,7 +42,7 @@ struct gcpr_http {
   size_t hoff[MAX_HEADERS];     /* where each line starts in hbuf */
   size_t nhdrs;
   long status;
-  int has_bearer, too_large, running, follow;
+  int has_bearer, too_large, running;
   double timeout_s, started;
   CURLcode result;
   char errbuf[CURL_ERROR_SIZE];
@@ -396,8 +396,6 @@ static CURL *new_easy(void) {
   curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
   curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, CONNECT_TIMEOUT_MS);
   curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
-  curl_easy_setopt(e, CURLOPT_MAXREDIRS, 5L);
-  curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
   if (cfg.ca_bundle) curl_easy_setopt(e, CURLOPT_CAINFO, cfg.ca_bundle);
   return e;
 }
@@ -419,9 +417,6 @@ int gcpr_http_start(gcpr_http *req, gcpr_http_cb cb, void *ud) {
   curl_easy_setopt(e, CURLOPT_HTTPHEADER, req->headers);
   curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(req->timeout_s * 1000));
   curl_easy_setopt(e, CURLOPT_CONNECT_TO, req->connect_to);
-  /* curl sends neither Authorization nor cookies to another host, port or scheme on a
-   * redirect (no CURLOPT_UNRESTRICTED_AUTH): a token stays with the host it was meant for. */
-  curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, (long)req->follow);
   curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, NULL);
   curl_easy_setopt(e, CURLOPT_NOBODY, 0L);
   if (strcmp(req->method, "GET") == 0) {
@@ -505,7 +500,7 @@ typedef struct {
   enum http_auth auth;
   char *scopes, *audience, *impersonate, *delegates, *subject, *quota_project;
   char *token; /* the token sent, so a 401 can invalidate exactly it */
-  int retried;
+  int retried, redirects;
   char *error;
   int exit_code;
 } http_op;
@@ -647,9 +642,72 @@ static gcpr_token_spec token_spec(const http_op *h) {
 
 static void begin(http_op *h);
 
+/* "scheme://host:port" of url, for comparing origins. */
+static int origin_of(const char *url, char *out, size_t n) {
+  char scheme[16], host[256];
+  long port;
+  if (!url_parts(url, scheme, sizeof scheme, host, sizeof host, &port)) return 0;
+  for (char *c = host; *c; c++) *c = (char)(*c >= 'A' && *c <= 'Z' ? *c + 32 : *c);
+  snprintf(out, n, "%s://%s:%ld", scheme, host, port);
+  return 1;
+}
+
+/* Follows a redirect here rather than in curl, so the new host gets the same connection
+ * routing (GCPR_CONNECT_TO) and credentials are decided by us: a token goes on only to the
+ * same scheme, host and port; any other origin gets the request without one. Returns 1 when
+ * a new request was started. */
+static int follow_redirect(http_op *h, gcpr_http *req) {
+  long st = req->status;
+  if (st != 301 && st != 302 && st != 303 && st != 307 && st != 308) return 0;
+  const char *location = NULL;
+  for (size_t i = 0; i < req->nhdrs; i++) {
+    const char *line = gcpr_http_header_line(req, i);
+    if (strncasecmp(line, "location:", 9) == 0) {
+      location = line + 9;
+      while (*location == ' ') location++;
+    }
+  }
+  if (!location || !*location) return 0;
+  if (++h->redirects > 5) return 0;
+  CURLU *u = curl_url();
+  char *next = NULL;
+  if (u && curl_url_set(u, CURLUPART_URL, h->url, 0) == CURLUE_OK &&
+      curl_url_set(u, CURLUPART_URL, location, 0) == CURLUE_OK)
+    curl_url_get(u, CURLUPART_URL, &next, 0);
+  curl_url_cleanup(u);
+  char from[300], to[300];
+  if (!next || !origin_of(h->url, from, sizeof from) || !origin_of(next, to, sizeof to) ||
+      (strncmp(next, "https://", 8) != 0 && strncmp(next, "http://", 7) != 0)) {
+    curl_free(next);
+    return 0;
+  }
+  if (strcmp(from, to) != 0) h->auth = AUTH_NONE;
+  if (st == 303 || ((st == 301 || st == 302) && strcmp(h->method, "POST") == 0)) {
+    free(h->method);
+    h->method = strdup("GET");
+    free(h->body);
+    h->body = NULL;
+    h->body_len = 0;
+  }
+  free(h->url);
+  h->url = strdup(next);
+  curl_free(next);
+  gcpr_log(GCPR_LOG_DEBUG, "following HTTP %ld to %s%s", st, to,
+           h->auth == AUTH_NONE && h->token ? " (without the token: another origin)" : "");
+  secret_free(h->token);
+  h->token = NULL;
+  gcpr_http_free(h->req);
+  h->req = NULL;
+  if (!h->method || !h->url) {
+    op_fail(h, NULL, 0);
+    return 1;
+  }
+  begin(h);
+  return 1;
+}
+
 static void http_done(gcpr_http *req, void *ud) {
   http_op *h = ud;
-  (void)req;
   /* An API that says 401 to a token we hold gets one new token and one retry: tokens can be
    * revoked or expire early; a second 401 is the answer. */
   if (h->token && !h->retried && req->result == CURLE_OK && req->status == 401) {
@@ -662,6 +720,7 @@ static void http_done(gcpr_http *req, void *ud) {
     begin(h);
     return;
   }
+  if (req->result == CURLE_OK && follow_redirect(h, req)) return;
   gcpr_op_done(&h->op);
 }
 
@@ -685,7 +744,6 @@ static void send_with(http_op *h, const char *token) {
   }
   if (!failed) {
     req->timeout_s = h->timeout_s;
-    req->follow = 1;
   }
   h->req = req;
   if (failed || gcpr_http_start(req, http_done, h) != 0) op_fail(h, NULL, 0);
