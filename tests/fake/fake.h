@@ -35,6 +35,7 @@ struct fake_keys;
 struct fake_idtoken;
 struct fake_iam;
 struct fake_sts;
+struct fake_services;
 
 /* Settings that POST /_fake/config can change at run time. */
 struct fake_settings {
@@ -71,6 +72,7 @@ struct fake {
   struct fake_idtoken *idtoken;
   struct fake_iam *iam;
   struct fake_sts *sts;
+  struct fake_services *services;
   struct fake_call *calls; /* every API call not yet answered, for shutdown */
 };
 
@@ -86,6 +88,8 @@ struct fake_fault_effect {
   char *op_error_code; /* the operation this call creates ends DONE with this error */
   char *op_error_message;
   int op_error_http_status;
+  char *build_status; /* the Cloud Build build this call starts ends with this status */
+  char *job_state;    /* the Dataflow job this call launches ends in this state */
 };
 
 enum fake_auth { FAKE_AUTH_NONE, FAKE_AUTH_INVALID, FAKE_AUTH_EXPIRED, FAKE_AUTH_VALID };
@@ -278,6 +282,15 @@ void fake_target_redirect(struct fake_call *call);
 struct fake_compute *fake_compute_create(struct fake *fake);
 void fake_compute_free(struct fake_compute *compute);
 void fake_compute_handle(struct fake_call *call);
+
+/* fake_services.c: Cloud Build, Dataflow, Cloud SQL Admin and Cloud Run v2 (jobs). Their
+ * long-running work moves on the fake's op delay, judged when it is looked at. */
+struct fake_services *fake_services_create(struct fake *fake);
+void fake_services_free(struct fake_services *services);
+/* /v1/projects/...: Cloud Build and Cloud SQL Admin, and IAM Credentials for the rest. */
+void fake_services_v1(struct fake_call *call);
+void fake_services_dataflow(struct fake_call *call);
+void fake_services_run(struct fake_call *call);
 
 /* fake_control.c: faults and the /_fake/ control API. */
 struct fake_faults *fake_faults_create(void);

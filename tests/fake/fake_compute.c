@@ -1,7 +1,9 @@
 /* fake_compute.c: the Compute Engine v1 API as gcpr-fake serves it: a store of locations
- * (zones, regions), managed instance groups and operations; get/list/resize of MIGs; get and
- * wait of operations, which move PENDING -> RUNNING -> DONE on timers and apply their change
- * (or end in an injected error) at DONE. Shapes and messages follow Compute's REST reference. */
+ * (zones, regions, global), managed instance groups (zonal and regional), Cloud Armor
+ * security policies and operations; get/list/aggregated list/resize of MIGs; get/patch of
+ * policies and get/patch/add/remove of their rules; get and wait of zone, region and global
+ * operations, which move PENDING -> RUNNING -> DONE on timers and apply their change (or end
+ * in an injected error) at DONE. Shapes and messages follow Compute's REST reference. */
 #define _POSIX_C_SOURCE 200809L
 #include "fake.h"
 
@@ -21,9 +23,13 @@
 #define MAX_RESULTS 500
 #define MAX_PATH_SEGMENTS 8
 
-enum scope_kind { SCOPE_ZONE, SCOPE_REGION };
-static const char *const scope_collection[] = {"zones", "regions"};
-static const char *const scope_field[] = {"zone", "region"};
+enum scope_kind { SCOPE_ZONE, SCOPE_REGION, SCOPE_GLOBAL };
+static const char *const scope_collection[] = {"zones", "regions", "global"};
+static const char *const scope_field[] = {"zone", "region", NULL};
+/* Zonal and regional MIGs live in differently named collections. */
+static const char *const mig_collection[] = {"instanceGroupManagers",
+                                             "regionInstanceGroupManagers", NULL};
+#define DEFAULT_RULE_PRIORITY 2147483647L
 
 struct location {
   struct location *next;
@@ -70,14 +76,26 @@ struct op {
   void (*apply)(struct op *op); /* the change the operation makes at DONE */
   struct mig *mig;
   long size;
+  struct policy *policy; /* a security policy change: what it changes and how */
+  cJSON *payload;
+  long priority;
   struct event *timer;
   struct fake_waitlist waiters;
+};
+
+/* A Cloud Armor security policy, kept in its REST shape (rules sorted by priority). */
+struct policy {
+  struct policy *next;
+  const struct location *loc; /* the project's global scope */
+  char *name;
+  cJSON *json;
 };
 
 struct fake_compute {
   struct fake *fake;
   struct location *locations;
   struct mig *migs;
+  struct policy *policies;
   struct op *ops;
 };
 
@@ -120,8 +138,10 @@ static const struct location *add_location(struct fake_compute *compute, const c
   loc->project = fake_strdup(project);
   loc->kind = kind;
   loc->name = fake_strdup(name);
-  loc->self_link = format(SELF_LINK_BASE "projects/%s/%s/%s", project, scope_collection[kind],
-                          name);
+  loc->self_link = kind == SCOPE_GLOBAL
+                       ? format(SELF_LINK_BASE "projects/%s/global", project)
+                       : format(SELF_LINK_BASE "projects/%s/%s/%s", project,
+                                scope_collection[kind], name);
   loc->next = compute->locations;
   compute->locations = loc;
   return loc;
@@ -149,7 +169,7 @@ static void add_mig(struct fake_compute *compute, const struct location *loc, co
   mig->loc = loc;
   mig->name = fake_strdup(name);
   random_id(mig->id);
-  mig->self_link = format("%s/instanceGroupManagers/%s", loc->self_link, name);
+  mig->self_link = format("%s/%s/%s", loc->self_link, mig_collection[loc->kind], name);
   mig->instance_template = format(SELF_LINK_BASE "projects/%s/global/instanceTemplates/%s",
                                   loc->project, template_name);
   mig->base_instance_name = fake_strdup(name);
@@ -178,6 +198,60 @@ static struct op *find_op(const struct fake_compute *compute, const struct locat
   return NULL;
 }
 
+static cJSON *rule_json(long priority, const char *action, const char *range,
+                        const char *description) {
+  cJSON *rule = cJSON_CreateObject();
+  cJSON_AddStringToObject(rule, "kind", "compute#securityPolicyRule");
+  cJSON_AddStringToObject(rule, "description", description);
+  cJSON_AddNumberToObject(rule, "priority", (double)priority);
+  cJSON *match = cJSON_AddObjectToObject(rule, "match");
+  cJSON_AddStringToObject(match, "versionedExpr", "SRC_IPS_V1");
+  cJSON *ranges = cJSON_AddArrayToObject(cJSON_AddObjectToObject(match, "config"),
+                                         "srcIpRanges");
+  cJSON_AddItemToArray(ranges, cJSON_CreateString(range));
+  cJSON_AddStringToObject(rule, "action", action);
+  cJSON_AddFalseToObject(rule, "preview");
+  return rule;
+}
+
+static void add_policy(struct fake_compute *compute, const struct location *loc,
+                       const char *name) {
+  struct policy *policy = fake_malloc(sizeof *policy);
+  char id[24], fingerprint[16];
+  random_id(id);
+  new_fingerprint(fingerprint);
+  policy->loc = loc;
+  policy->name = fake_strdup(name);
+  cJSON *o = policy->json = cJSON_CreateObject();
+  cJSON_AddStringToObject(o, "kind", "compute#securityPolicy");
+  cJSON_AddStringToObject(o, "id", id);
+  add_time(o, "creationTimestamp", fake_now_ms() - 86400000LL);
+  cJSON_AddStringToObject(o, "name", name);
+  cJSON_AddStringToObject(o, "description", "");
+  cJSON *rules = cJSON_AddArrayToObject(o, "rules");
+  cJSON_AddItemToArray(rules, rule_json(1, "deny(403)", "9.9.9.0/24", "block stopcorp"));
+  cJSON_AddItemToArray(rules, rule_json(DEFAULT_RULE_PRIORITY, "allow", "*", "default rule"));
+  cJSON_AddStringToObject(o, "fingerprint", fingerprint);
+  char *self_link = format("%s/securityPolicies/%s", loc->self_link, name);
+  cJSON_AddStringToObject(o, "selfLink", self_link);
+  free(self_link);
+  cJSON_AddStringToObject(o, "type", "CLOUD_ARMOR");
+  policy->next = compute->policies;
+  compute->policies = policy;
+}
+
+static struct policy *find_policy(const struct fake_compute *compute,
+                                  const struct location *loc, const char *name) {
+  for (struct policy *policy = compute->policies; policy; policy = policy->next)
+    if (policy->loc == loc && strcmp(policy->name, name) == 0) return policy;
+  return NULL;
+}
+
+static void add_seed_policies(struct fake_compute *compute) {
+  add_policy(compute, find_location(compute, "demo-project", SCOPE_GLOBAL, "global"),
+             "stopcorp");
+}
+
 struct fake_compute *fake_compute_create(struct fake *fake) {
   static const struct {
     const char *project;
@@ -186,6 +260,7 @@ struct fake_compute *fake_compute_create(struct fake *fake) {
   } seed_locations[] = {
       {"demo-project", SCOPE_ZONE, "us-central1-a"},
       {"demo-project", SCOPE_REGION, "us-central1"},
+      {"demo-project", SCOPE_GLOBAL, "global"},
   };
   static const struct {
     const char *project;
@@ -194,6 +269,8 @@ struct fake_compute *fake_compute_create(struct fake *fake) {
     long target_size;
   } seed_migs[] = {
       {"demo-project", SCOPE_ZONE, "us-central1-a", "td-central-ig", "td-template", 1},
+      {"demo-project", SCOPE_ZONE, "us-central1-a", "td-central-ig-2", "td-template", 2},
+      {"demo-project", SCOPE_REGION, "us-central1", "td-regional-ig", "td-template", 2},
   };
   struct fake_compute *compute = fake_malloc(sizeof *compute);
   memset(compute, 0, sizeof *compute);
@@ -206,6 +283,7 @@ struct fake_compute *fake_compute_create(struct fake *fake) {
             find_location(compute, seed_migs[i].project, seed_migs[i].kind,
                           seed_migs[i].location),
             seed_migs[i].name, seed_migs[i].instance_template, seed_migs[i].target_size);
+  add_seed_policies(compute);
   return compute;
 }
 
@@ -221,7 +299,15 @@ void fake_compute_free(struct fake_compute *compute) {
     free(op->request_id);
     free(op->error_code);
     free(op->error_message);
+    cJSON_Delete(op->payload);
     free(op);
+  }
+  while (compute->policies) {
+    struct policy *policy = compute->policies;
+    compute->policies = policy->next;
+    free(policy->name);
+    cJSON_Delete(policy->json);
+    free(policy);
   }
   while (compute->migs) {
     struct mig *mig = compute->migs;
@@ -325,7 +411,8 @@ static cJSON *op_json(const struct op *op) {
   cJSON_AddStringToObject(o, "kind", "compute#operation");
   cJSON_AddStringToObject(o, "id", op->id);
   cJSON_AddStringToObject(o, "name", op->name);
-  cJSON_AddStringToObject(o, scope_field[op->loc->kind], op->loc->self_link);
+  if (scope_field[op->loc->kind])
+    cJSON_AddStringToObject(o, scope_field[op->loc->kind], op->loc->self_link);
   if (op->request_id) cJSON_AddStringToObject(o, "clientOperationId", op->request_id);
   cJSON_AddStringToObject(o, "operationType", op->type);
   cJSON_AddStringToObject(o, "targetLink", op->target_link);
@@ -356,6 +443,12 @@ static void op_finish(struct op *op) {
   op->end_ms = fake_now_ms();
   if (!op->error_code) op->apply(op);
   if (op->mig) op->mig->resizing--;
+  if (op->policy && !op->error_code) {
+    char fingerprint[16];
+    new_fingerprint(fingerprint);
+    cJSON_ReplaceItemInObjectCaseSensitive(op->policy->json, "fingerprint",
+                                           cJSON_CreateString(fingerprint));
+  }
   fake_waitlist_wake(&op->waiters);
 }
 
@@ -379,10 +472,12 @@ static void apply_resize(struct op *op) {
   new_fingerprint(op->mig->fingerprint);
 }
 
-/* Makes an operation on a MIG, not yet started; a fault's op_error on the call makes it end
- * in that error. */
-static struct op *op_new(struct fake_compute *compute, struct fake_call *call, struct mig *mig,
-                         const char *type, void (*apply)(struct op *)) {
+/* Makes an operation on a resource at loc, not yet started; a fault's op_error on the call
+ * makes it end in that error. */
+static struct op *op_new(struct fake_compute *compute, struct fake_call *call,
+                         const struct location *loc, const char *target_link,
+                         const char *target_id, const char *type,
+                         void (*apply)(struct op *)) {
   struct op *op = fake_malloc(sizeof *op);
   memset(op, 0, sizeof *op);
   char hex13[14], hex8a[9], hex8b[9];
@@ -390,18 +485,17 @@ static struct op *op_new(struct fake_compute *compute, struct fake_call *call, s
   fake_random_hex(hex8a, 8);
   fake_random_hex(hex8b, 8);
   op->compute = compute;
-  op->loc = mig->loc;
+  op->loc = loc;
   op->insert_ms = op->start_ms = fake_now_ms();
   snprintf(op->name, sizeof op->name, "operation-%lld-%s-%s-%s", op->insert_ms, hex13, hex8a,
            hex8b);
   random_id(op->id);
-  op->self_link = format("%s/operations/%s", mig->loc->self_link, op->name);
+  op->self_link = format("%s/operations/%s", loc->self_link, op->name);
   op->type = type;
-  op->target_link = fake_strdup(mig->self_link);
-  op->target_id = mig->id;
+  op->target_link = fake_strdup(target_link);
+  op->target_id = target_id;
   op->user = fake_strdup(call->principal ? call->principal : "");
   op->apply = apply;
-  op->mig = mig;
   op->delay_ms = compute->fake->settings.op_delay_ms;
   if (call->fault && call->fault->op_error_code) {
     op->error_code = fake_strdup(call->fault->op_error_code);
@@ -414,7 +508,7 @@ static struct op *op_new(struct fake_compute *compute, struct fake_call *call, s
 }
 
 static void op_run(struct op *op) {
-  op->mig->resizing++;
+  if (op->mig) op->mig->resizing++;
   if (op->delay_ms <= 0) {
     op_finish(op);
     return;
@@ -474,15 +568,16 @@ static int is_request_id(const char *s) {
   return nonzero;
 }
 
-static void list_migs(struct fake_compute *compute, struct fake_call *call,
-                      const struct location *loc) {
+/* Reads maxResults and pageToken (our tokens encode an offset); answers the call with
+ * Compute's error and returns -1 when either is bad. */
+static int parse_paging(struct fake_call *call, long *max_out, long *offset_out) {
   long max_results = MAX_RESULTS, offset = 0;
   const char *max_text = evhttp_find_header(&call->params, "maxResults");
   const char *token = evhttp_find_header(&call->params, "pageToken");
   if (max_text && parse_long(max_text, &max_results) != 0) {
     respond_invalid(call, "invalid", "Invalid value at '%s' (TYPE_UINT32), \"%s\"",
                     "max_results", max_text);
-    return;
+    return -1;
   }
   if (max_results < 0 || max_results > MAX_RESULTS) {
     respond_invalid(call, "invalid",
@@ -490,7 +585,7 @@ static void list_migs(struct fake_compute *compute, struct fake_call *call,
                         ? "Invalid value for field '%s': '%s'. Must be greater than or equal to 0."
                         : "Invalid value for field '%s': '%s'. Must be less than or equal to 500.",
                     "maxResults", max_text);
-    return;
+    return -1;
   }
   if (max_results == 0) max_results = MAX_RESULTS;
   if (token) {
@@ -502,23 +597,38 @@ static void list_migs(struct fake_compute *compute, struct fake_call *call,
         offset < 0) {
       respond_invalid(call, "invalid", "Invalid value for field '%s': '%s'.", "pageToken",
                       token);
-      return;
+      return -1;
     }
   }
+  *max_out = max_results;
+  *offset_out = offset;
+  return 0;
+}
+
+static void add_next_page_token(cJSON *o, long offset) {
+  char raw[32], next[GCPR_B64URL_LEN(sizeof raw)];
+  int n = snprintf(raw, sizeof raw, "o%ld", offset);
+  gcpr_b64url_encode((const unsigned char *)raw, (size_t)n, next);
+  cJSON_AddStringToObject(o, "nextPageToken", next);
+}
+
+static void list_migs(struct fake_compute *compute, struct fake_call *call,
+                      const struct location *loc) {
+  long max_results, offset;
+  if (parse_paging(call, &max_results, &offset) != 0) return;
   cJSON *o = cJSON_CreateObject(), *items = cJSON_CreateArray();
-  cJSON_AddStringToObject(o, "kind", "compute#instanceGroupManagerList");
-  char *id = format("projects/%s/%s/%s/instanceGroupManagers", loc->project,
-                    scope_collection[loc->kind], loc->name);
+  cJSON_AddStringToObject(o, "kind", loc->kind == SCOPE_ZONE
+                                         ? "compute#instanceGroupManagerList"
+                                         : "compute#regionInstanceGroupManagerList");
+  char *id = format("projects/%s/%s/%s/%s", loc->project, scope_collection[loc->kind],
+                    loc->name, mig_collection[loc->kind]);
   cJSON_AddStringToObject(o, "id", id);
   free(id);
   long index = 0, listed = 0;
   for (const struct mig *mig = compute->migs; mig; mig = mig->next) {
     if (mig->loc != loc || index++ < offset) continue;
     if (listed == max_results) {
-      char raw[32], next[GCPR_B64URL_LEN(sizeof raw)];
-      int n = snprintf(raw, sizeof raw, "o%ld", offset + listed);
-      gcpr_b64url_encode((const unsigned char *)raw, (size_t)n, next);
-      cJSON_AddStringToObject(o, "nextPageToken", next);
+      add_next_page_token(o, offset + listed);
       break;
     }
     cJSON_AddItemToArray(items, mig_json(mig));
@@ -529,7 +639,7 @@ static void list_migs(struct fake_compute *compute, struct fake_call *call,
     cJSON_AddItemToObject(o, "items", items);
   else
     cJSON_Delete(items);
-  char *self_link = format("%s/instanceGroupManagers", loc->self_link);
+  char *self_link = format("%s/%s", loc->self_link, mig_collection[loc->kind]);
   cJSON_AddStringToObject(o, "selfLink", self_link);
   free(self_link);
   fake_call_respond_json(call, 200, o);
@@ -569,8 +679,12 @@ static void resize_mig(struct fake_compute *compute, struct fake_call *call, str
       return;
     }
   }
-  struct op *op =
-      op_new(compute, call, mig, "compute.instanceGroupManagers.resize", apply_resize);
+  struct op *op = op_new(compute, call, mig->loc, mig->self_link, mig->id,
+                         mig->loc->kind == SCOPE_ZONE
+                             ? "compute.instanceGroupManagers.resize"
+                             : "compute.regionInstanceGroupManagers.resize",
+                         apply_resize);
+  op->mig = mig;
   op->size = size;
   if (request_id) op->request_id = fake_strdup(request_id);
   mig->pending_size = size;
@@ -598,8 +712,9 @@ static void handle_migs(struct fake_compute *compute, struct fake_call *call,
   } else if (n == 7 && !is_post) {
     respond_method_not_allowed(call, "POST");
   } else if (!mig) {
-    char *resource = format("projects/%s/%s/%s/instanceGroupManagers/%s", loc->project,
-                            scope_collection[loc->kind], loc->name, seg[5]);
+    char *resource = format("projects/%s/%s/%s/%s/%s", loc->project,
+                            scope_collection[loc->kind], loc->name, mig_collection[loc->kind],
+                            seg[5]);
     respond_not_found(call, resource);
     free(resource);
   } else if (n == 6) {
@@ -609,10 +724,11 @@ static void handle_migs(struct fake_compute *compute, struct fake_call *call,
   }
 }
 
+/* {scope}/operations/{op}[/wait]: seg[at] is the operation's name. */
 static void handle_ops(struct fake_compute *compute, struct fake_call *call,
-                       const struct location *loc, char **seg, int n) {
-  int wait = n == 7 && strcmp(seg[6], "wait") == 0;
-  if (n < 6 || n > 7 || (n == 7 && !wait)) {
+                       const struct location *loc, char **seg, int n, int at) {
+  int wait = n == at + 2 && strcmp(seg[at + 1], "wait") == 0;
+  if (n < at + 1 || n > at + 2 || (n == at + 2 && !wait)) {
     fake_call_respond_unknown_url(call);
     return;
   }
@@ -620,10 +736,12 @@ static void handle_ops(struct fake_compute *compute, struct fake_call *call,
     respond_method_not_allowed(call, wait ? "POST" : "GET");
     return;
   }
-  struct op *op = find_op(compute, loc, seg[5]);
+  struct op *op = find_op(compute, loc, seg[at]);
   if (!op) {
-    char *resource = format("projects/%s/%s/%s/operations/%s", loc->project,
-                            scope_collection[loc->kind], loc->name, seg[5]);
+    char *resource = loc->kind == SCOPE_GLOBAL
+                         ? format("projects/%s/global/operations/%s", loc->project, seg[at])
+                         : format("projects/%s/%s/%s/operations/%s", loc->project,
+                                  scope_collection[loc->kind], loc->name, seg[at]);
     respond_not_found(call, resource);
     free(resource);
   } else if (wait && op->status != OP_DONE) {
@@ -631,6 +749,320 @@ static void handle_ops(struct fake_compute *compute, struct fake_call *call,
   } else {
     answer_op(call, op);
   }
+}
+
+/* ---- Cloud Armor security policies ---- */
+
+static cJSON *policy_rules(const struct policy *policy) {
+  return cJSON_GetObjectItemCaseSensitive(policy->json, "rules");
+}
+
+static cJSON *find_rule(const struct policy *policy, long priority) {
+  cJSON *rule;
+  cJSON_ArrayForEach(rule, policy_rules(policy)) {
+    const cJSON *p = cJSON_GetObjectItemCaseSensitive(rule, "priority");
+    if (cJSON_IsNumber(p) && (long)p->valuedouble == priority) return rule;
+  }
+  return NULL;
+}
+
+/* Members of a request body that never overwrite the stored resource. */
+static int read_only_member(const char *key) {
+  static const char *const keys[] = {"kind", "id", "creationTimestamp", "name", "selfLink",
+                                     "fingerprint", "priority", "rules"};
+  for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+    if (strcmp(key, keys[i]) == 0) return 1;
+  return 0;
+}
+
+static void merge_members(cJSON *into, const cJSON *from) {
+  const cJSON *item;
+  cJSON_ArrayForEach(item, from) {
+    if (read_only_member(item->string)) continue;
+    cJSON *copy = cJSON_Duplicate(item, 1);
+    if (cJSON_GetObjectItemCaseSensitive(into, item->string))
+      cJSON_ReplaceItemInObjectCaseSensitive(into, item->string, copy);
+    else
+      cJSON_AddItemToObject(into, item->string, copy);
+  }
+}
+
+/* A policy PATCH changes the policy's own fields; its rules change only rule by rule. */
+static void apply_policy_patch(struct op *op) {
+  merge_members(op->policy->json, op->payload);
+}
+
+static void apply_patch_rule(struct op *op) {
+  cJSON *rule = find_rule(op->policy, op->priority);
+  if (rule) merge_members(rule, op->payload);
+}
+
+static void apply_add_rule(struct op *op) {
+  cJSON *rules = policy_rules(op->policy), *rule = cJSON_CreateObject();
+  cJSON_AddStringToObject(rule, "kind", "compute#securityPolicyRule");
+  cJSON_AddNumberToObject(rule, "priority", (double)op->priority);
+  merge_members(rule, op->payload);
+  if (!cJSON_GetObjectItemCaseSensitive(rule, "preview")) cJSON_AddFalseToObject(rule, "preview");
+  /* Rules stay sorted by priority: the later ones move behind the new one (cJSON's
+   * InsertItemInArray is unreliable in the 1.7 releases). */
+  cJSON *later = cJSON_CreateArray(), *item;
+  for (int i = 0; (item = cJSON_GetArrayItem(rules, i)) != NULL;) {
+    if ((long)cJSON_GetObjectItemCaseSensitive(item, "priority")->valuedouble > op->priority)
+      cJSON_AddItemToArray(later, cJSON_DetachItemViaPointer(rules, item));
+    else
+      i++;
+  }
+  cJSON_AddItemToArray(rules, rule);
+  while ((item = cJSON_DetachItemFromArray(later, 0)) != NULL) cJSON_AddItemToArray(rules, item);
+  cJSON_Delete(later);
+}
+
+static void apply_remove_rule(struct op *op) {
+  cJSON *rule = find_rule(op->policy, op->priority);
+  if (rule) cJSON_Delete(cJSON_DetachItemViaPointer(policy_rules(op->policy), rule));
+}
+
+static void respond_policy_op(struct fake_compute *compute, struct fake_call *call,
+                              struct policy *policy, const char *type,
+                              void (*apply)(struct op *), long priority) {
+  const char *id = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(policy->json, "id"));
+  const char *link =
+      cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(policy->json, "selfLink"));
+  struct op *op = op_new(compute, call, policy->loc, link, id, type, apply);
+  op->policy = policy;
+  op->payload = call->body ? cJSON_Duplicate(call->body, 1) : NULL;
+  op->priority = priority;
+  op_run(op);
+  fake_call_respond_json(call, 200, op_json(op));
+}
+
+/* The priority query parameter of getRule, patchRule and removeRule (Compute takes a missing
+ * one as 0); answers the call and returns -1 when it is no number. */
+static int rule_priority(struct fake_call *call, long *priority) {
+  const char *text = evhttp_find_header(&call->params, "priority");
+  *priority = 0;
+  if (!text) return 0;
+  if (parse_long(text, priority) != 0 || *priority < 0 || *priority > DEFAULT_RULE_PRIORITY) {
+    respond_invalid(call, "invalid", "Invalid value at '%s' (TYPE_INT32), \"%s\"", "priority",
+                    text);
+    return -1;
+  }
+  return 0;
+}
+
+static void respond_required(struct fake_call *call, const char *field) {
+  char message[200];
+  snprintf(message, sizeof message, "Required field '%s' not specified", field);
+  fake_call_respond_error(call, 400, message, "required", NULL);
+}
+
+/* Checks a SecurityPolicyRule body's match; answers the call and returns -1 if it is bad. */
+static int check_rule_match(struct fake_call *call, const cJSON *rule) {
+  const cJSON *match = cJSON_GetObjectItemCaseSensitive(rule, "match");
+  if (!match) return 0;
+  const cJSON *expr = cJSON_GetObjectItemCaseSensitive(match, "versionedExpr");
+  if (cJSON_GetObjectItemCaseSensitive(match, "expr") && !expr) return 0; /* a CEL match */
+  if (!cJSON_IsString(expr) || strcmp(expr->valuestring, "SRC_IPS_V1") != 0) {
+    respond_invalid(call, "invalid", "Invalid value for field '%s': '%s'.",
+                    "resource.match.versionedExpr",
+                    cJSON_IsString(expr) ? expr->valuestring : "");
+    return -1;
+  }
+  const cJSON *ranges = cJSON_GetObjectItemCaseSensitive(
+      cJSON_GetObjectItemCaseSensitive(match, "config"), "srcIpRanges");
+  int count = cJSON_IsArray(ranges) ? cJSON_GetArraySize(ranges) : 0;
+  const cJSON *range;
+  cJSON_ArrayForEach(range, ranges) {
+    if (!cJSON_IsString(range) || !*range->valuestring) count = 0;
+  }
+  if (count < 1) {
+    respond_required(call, "resource.match.config.srcIpRanges");
+    return -1;
+  }
+  if (count > 10) {
+    char text[16];
+    snprintf(text, sizeof text, "%d", count);
+    respond_invalid(call, "invalid",
+                    "Invalid value for field '%s': '%s'. Maximum number of allowed IP ranges "
+                    "in a rule is 10.",
+                    "resource.match.config.srcIpRanges", text);
+    return -1;
+  }
+  return 0;
+}
+
+static void patch_policy(struct fake_compute *compute, struct fake_call *call,
+                         struct policy *policy) {
+  const cJSON *given = cJSON_GetObjectItemCaseSensitive(call->body, "fingerprint");
+  const char *current =
+      cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(policy->json, "fingerprint"));
+  if (!cJSON_IsObject(call->body))
+    respond_required(call, "resource");
+  else if (!cJSON_IsString(given) || strcmp(given->valuestring, current) != 0)
+    fake_call_respond_error(call, 412,
+                            "Supplied fingerprint does not match current resource fingerprint.",
+                            "conditionNotMet", NULL);
+  else
+    respond_policy_op(compute, call, policy, "patch", apply_policy_patch, 0);
+}
+
+static void add_rule(struct fake_compute *compute, struct fake_call *call,
+                     struct policy *policy) {
+  const cJSON *p = cJSON_GetObjectItemCaseSensitive(call->body, "priority");
+  if (!cJSON_IsObject(call->body)) {
+    respond_required(call, "resource");
+  } else if (p && (!cJSON_IsNumber(p) || p->valuedouble < 0 ||
+                   p->valuedouble > (double)DEFAULT_RULE_PRIORITY ||
+                   p->valuedouble != (double)(long)p->valuedouble)) {
+    respond_invalid(call, "invalid", "Invalid value for field '%s': '%s'.", "resource.priority",
+                    cJSON_IsString(p) ? p->valuestring : "");
+  } else if (!cJSON_IsString(cJSON_GetObjectItemCaseSensitive(call->body, "action"))) {
+    respond_required(call, "resource.action");
+  } else if (find_rule(policy, p ? (long)p->valuedouble : 0)) {
+    fake_call_respond_error(call, 400, "Cannot have rules with the same priorities.", "invalid",
+                            NULL);
+  } else if (check_rule_match(call, call->body) == 0) {
+    respond_policy_op(compute, call, policy, "addSecurityPolicyRule", apply_add_rule,
+                      p ? (long)p->valuedouble : 0);
+  }
+}
+
+static void rule_verb(struct fake_compute *compute, struct fake_call *call,
+                      struct policy *policy, const char *verb) {
+  long priority;
+  int is_get = strcmp(verb, "getRule") == 0;
+  if (strcmp(call->method, is_get ? "GET" : "POST") != 0) {
+    respond_method_not_allowed(call, is_get ? "GET" : "POST");
+    return;
+  }
+  if (strcmp(verb, "addRule") == 0) {
+    add_rule(compute, call, policy);
+    return;
+  }
+  if (rule_priority(call, &priority) != 0) return;
+  cJSON *rule = find_rule(policy, priority);
+  if (!rule) {
+    char message[200];
+    snprintf(message, sizeof message,
+             "Invalid value for field 'priority': '%ld'. The rule with the specified priority "
+             "does not exist.",
+             priority);
+    fake_call_respond_error(call, 400, message, "invalid", NULL);
+  } else if (is_get) {
+    fake_call_respond_json(call, 200, cJSON_Duplicate(rule, 1));
+  } else if (strcmp(verb, "removeRule") == 0) {
+    if (priority == DEFAULT_RULE_PRIORITY)
+      fake_call_respond_error(call, 400, "The default rule cannot be removed.", "invalid", NULL);
+    else
+      respond_policy_op(compute, call, policy, "removeSecurityPolicyRule", apply_remove_rule,
+                        priority);
+  } else if (!cJSON_IsObject(call->body)) {
+    respond_required(call, "resource");
+  } else if (check_rule_match(call, call->body) == 0) {
+    respond_policy_op(compute, call, policy, "patchSecurityPolicyRule", apply_patch_rule,
+                      priority);
+  }
+}
+
+/* global/securityPolicies/{policy}[/{verb}] (seg[4] is the policy). */
+static void handle_policies(struct fake_compute *compute, struct fake_call *call,
+                            const struct location *loc, char **seg, int n) {
+  static const char *const verbs[] = {"getRule", "patchRule", "addRule", "removeRule"};
+  int known_verb = 0;
+  for (size_t i = 0; n == 6 && i < sizeof verbs / sizeof verbs[0]; i++)
+    known_verb |= strcmp(seg[5], verbs[i]) == 0;
+  if (n < 5 || n > 6 || (n == 6 && !known_verb)) {
+    fake_call_respond_unknown_url(call);
+    return;
+  }
+  int is_get = strcmp(call->method, "GET") == 0, is_patch = strcmp(call->method, "PATCH") == 0;
+  if (n == 5 && !is_get && !is_patch) {
+    respond_method_not_allowed(call, "GET, PATCH");
+    return;
+  }
+  struct policy *policy = find_policy(compute, loc, seg[4]);
+  if (!policy) {
+    char *resource = format("projects/%s/global/securityPolicies/%s", loc->project, seg[4]);
+    respond_not_found(call, resource);
+    free(resource);
+  } else if (n == 6) {
+    rule_verb(compute, call, policy, seg[5]);
+  } else if (is_get) {
+    fake_call_respond_json(call, 200, cJSON_Duplicate(policy->json, 1));
+  } else {
+    patch_policy(compute, call, policy);
+  }
+}
+
+/* ---- aggregated list ---- */
+
+#define MAX_SCOPES 64
+
+static void add_no_results_warning(cJSON *items, const char *key) {
+  cJSON *warning = cJSON_AddObjectToObject(cJSON_AddObjectToObject(items, key), "warning");
+  cJSON_AddStringToObject(warning, "code", "NO_RESULTS_ON_PAGE");
+  char *message = format("There are no results for scope '%s' on this page.", key);
+  cJSON_AddStringToObject(warning, "message", message);
+  free(message);
+  cJSON *data = cJSON_CreateObject();
+  cJSON_AddStringToObject(data, "key", "scope");
+  cJSON_AddStringToObject(data, "value", key);
+  cJSON_AddItemToArray(cJSON_AddArrayToObject(warning, "data"), data);
+}
+
+/* aggregated/instanceGroupManagers: every zone and region of the project in scope-name
+ * order; maxResults counts MIGs across scopes, and every scope with none on a page answers
+ * Compute's NO_RESULTS_ON_PAGE warning. */
+static void aggregated_migs(struct fake_compute *compute, struct fake_call *call,
+                            const char *project) {
+  long max_results, offset;
+  if (parse_paging(call, &max_results, &offset) != 0) return;
+  const struct location *scopes[MAX_SCOPES];
+  char *keys[MAX_SCOPES];
+  int n_scopes = 0;
+  for (const struct location *loc = compute->locations; loc && n_scopes < MAX_SCOPES;
+       loc = loc->next) {
+    if (loc->kind == SCOPE_GLOBAL || strcmp(loc->project, project) != 0) continue;
+    char *key = format("%s/%s", scope_collection[loc->kind], loc->name);
+    int at = n_scopes++;
+    for (; at > 0 && strcmp(keys[at - 1], key) > 0; at--) {
+      keys[at] = keys[at - 1];
+      scopes[at] = scopes[at - 1];
+    }
+    keys[at] = key;
+    scopes[at] = loc;
+  }
+  cJSON *o = cJSON_CreateObject();
+  cJSON_AddStringToObject(o, "kind", "compute#instanceGroupManagerAggregatedList");
+  char *id = format("projects/%s/aggregated/instanceGroupManagers", project);
+  cJSON_AddStringToObject(o, "id", id);
+  free(id);
+  cJSON *items = cJSON_AddObjectToObject(o, "items");
+  long index = 0, listed = 0;
+  int more = 0;
+  for (int s = 0; s < n_scopes; s++) {
+    cJSON *list = NULL;
+    for (const struct mig *mig = compute->migs; mig && !more; mig = mig->next) {
+      if (mig->loc != scopes[s] || index++ < offset) continue;
+      if (listed == max_results) {
+        more = 1;
+        break;
+      }
+      if (!list)
+        list = cJSON_AddArrayToObject(cJSON_AddObjectToObject(items, keys[s]),
+                                      "instanceGroupManagers");
+      cJSON_AddItemToArray(list, mig_json(mig));
+      listed++;
+    }
+    if (!list) add_no_results_warning(items, keys[s]);
+    free(keys[s]);
+  }
+  if (more) add_next_page_token(o, offset + listed);
+  char *self_link = format(SELF_LINK_BASE "projects/%s/aggregated/instanceGroupManagers",
+                           project);
+  cJSON_AddStringToObject(o, "selfLink", self_link);
+  free(self_link);
+  fake_call_respond_json(call, 200, o);
 }
 
 /* Splits path (after /compute/v1/) into at most MAX_PATH_SEGMENTS non-empty segments;
@@ -649,16 +1081,57 @@ static int split_path(char *path, char **seg) {
   return n;
 }
 
-/* /compute/v1/projects/{project}/{zones|regions}/{location}/{collection}[/{name}[/{verb}]] */
+static void respond_project_not_found(struct fake_call *call, const char *project) {
+  char *resource = format("projects/%s", project);
+  respond_not_found(call, resource);
+  free(resource);
+}
+
+/* /compute/v1/projects/{project}/global/{operations|securityPolicies}/...
+ * /compute/v1/projects/{project}/aggregated/instanceGroupManagers */
+static void handle_project_wide(struct fake_compute *compute, struct fake_call *call,
+                                char **seg, int n) {
+  if (strcmp(seg[2], "aggregated") == 0) {
+    if (n != 4 || strcmp(seg[3], "instanceGroupManagers") != 0)
+      fake_call_respond_unknown_url(call);
+    else if (strcmp(call->method, "GET") != 0)
+      respond_method_not_allowed(call, "GET");
+    else if (!project_known(compute, seg[1]))
+      respond_project_not_found(call, seg[1]);
+    else
+      aggregated_migs(compute, call, seg[1]);
+    return;
+  }
+  if (n < 5 || (strcmp(seg[3], "operations") != 0 && strcmp(seg[3], "securityPolicies") != 0)) {
+    fake_call_respond_unknown_url(call);
+    return;
+  }
+  const struct location *loc = find_location(compute, seg[1], SCOPE_GLOBAL, "global");
+  if (!loc)
+    respond_project_not_found(call, seg[1]);
+  else if (strcmp(seg[3], "operations") == 0)
+    handle_ops(compute, call, loc, seg, n, 4);
+  else
+    handle_policies(compute, call, loc, seg, n);
+}
+
+/* /compute/v1/projects/{project}/{zones|regions}/{location}/{collection}[/{name}[/{verb}]],
+ * and the project-wide collections above. */
 void fake_compute_handle(struct fake_call *call) {
   struct fake_compute *compute = call->fake->compute;
   char *path = fake_strdup(call->path + strlen("/compute/v1/"));
   char *seg[MAX_PATH_SEGMENTS];
   int n = split_path(path, seg), kind = -1;
+  if (n >= 4 && strcmp(seg[0], "projects") == 0 &&
+      (strcmp(seg[2], "global") == 0 || strcmp(seg[2], "aggregated") == 0)) {
+    handle_project_wide(compute, call, seg, n);
+    free(path);
+    return;
+  }
   if (n >= 5 && strcmp(seg[0], "projects") == 0)
     for (int k = SCOPE_ZONE; k <= SCOPE_REGION; k++)
       if (strcmp(seg[2], scope_collection[k]) == 0) kind = k;
-  if (kind < 0 || (strcmp(seg[4], "instanceGroupManagers") != 0 &&
+  if (kind < 0 || (strcmp(seg[4], mig_collection[kind]) != 0 &&
                    strcmp(seg[4], "operations") != 0)) {
     fake_call_respond_unknown_url(call);
   } else if (!project_known(compute, seg[1])) {
@@ -671,10 +1144,10 @@ void fake_compute_handle(struct fake_call *call) {
       char *resource = format("projects/%s/%s/%s", seg[1], seg[2], seg[3]);
       respond_not_found(call, resource);
       free(resource);
-    } else if (strcmp(seg[4], "instanceGroupManagers") == 0) {
+    } else if (strcmp(seg[4], "operations") != 0) {
       handle_migs(compute, call, loc, seg, n);
     } else {
-      handle_ops(compute, call, loc, seg, n);
+      handle_ops(compute, call, loc, seg, n, 5);
     }
   }
   free(path);

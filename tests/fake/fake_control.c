@@ -38,6 +38,8 @@ static void effect_clear(struct fake_fault_effect *effect) {
   free(effect->body);
   free(effect->op_error_code);
   free(effect->op_error_message);
+  free(effect->build_status);
+  free(effect->job_state);
 }
 
 static void faults_clear(struct fake_faults *faults) {
@@ -79,6 +81,8 @@ struct fake_fault_effect *fake_faults_match(struct fake_faults *faults, const ch
     copy->body = fake_strdup(f->effect.body);
     copy->op_error_code = fake_strdup(f->effect.op_error_code);
     copy->op_error_message = fake_strdup(f->effect.op_error_message);
+    copy->build_status = fake_strdup(f->effect.build_status);
+    copy->job_state = fake_strdup(f->effect.job_state);
     return copy;
   }
   return NULL;
@@ -131,7 +135,9 @@ static const char *fault_parse(const cJSON *spec, struct fault *f) {
       (bad = optional_long(spec, "status", 100, &status)) ||
       (bad = optional_long(spec, "times", -1, &f->times)) ||
       (bad = optional_long(spec, "delay_ms", 0, &f->effect.delay_ms)) ||
-      (bad = optional_string(spec, "body", &f->effect.body)))
+      (bad = optional_string(spec, "body", &f->effect.body)) ||
+      (bad = optional_string(spec, "build_status", &f->effect.build_status)) ||
+      (bad = optional_string(spec, "job_state", &f->effect.job_state)))
     return bad;
   if (status > 599) return "status";
   if (f->times == 0) return "times";
@@ -164,6 +170,8 @@ static cJSON *fault_json(const struct fault *f) {
   if (f->effect.delay_ms) cJSON_AddNumberToObject(o, "delay_ms", (double)f->effect.delay_ms);
   if (f->effect.drop) cJSON_AddTrueToObject(o, "drop");
   if (f->effect.body) cJSON_AddStringToObject(o, "body", f->effect.body);
+  if (f->effect.build_status) cJSON_AddStringToObject(o, "build_status", f->effect.build_status);
+  if (f->effect.job_state) cJSON_AddStringToObject(o, "job_state", f->effect.job_state);
   if (f->effect.op_error_code) {
     cJSON *e = cJSON_AddObjectToObject(o, "op_error");
     cJSON_AddStringToObject(e, "code", f->effect.op_error_code);

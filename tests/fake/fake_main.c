@@ -341,6 +341,7 @@ static void fake_free(struct fake *fake) {
   if (fake->http) evhttp_free(fake->http);
   if (fake->metadata_http) evhttp_free(fake->metadata_http);
   fake_compute_free(fake->compute);
+  fake_services_free(fake->services);
   fake_faults_free(fake->faults);
   fake_oauth_free(fake->oauth);
   fake_sts_free(fake->sts);
@@ -399,6 +400,7 @@ int main(int argc, char **argv) {
     fail("cannot write %s: %s", log_path, strerror(errno));
   fake.faults = fake_faults_create();
   fake.compute = fake_compute_create(&fake);
+  fake.services = fake_services_create(&fake);
 
   struct event *sigterm = evsignal_new(fake.base, SIGTERM, on_signal, fake.base);
   struct event *sigint = evsignal_new(fake.base, SIGINT, on_signal, fake.base);
