@@ -1,0 +1,153 @@
+-- Calling Google APIs correctly: retries (what is and is not retried), one requestId across
+-- retries, Retry-After, paging, read-modify-write, and every operation shape in gcp.wait.
+local t = require "support"
+
+local MIG_PATH = "/compute/v1/projects/demo-project/zones/us-central1-a/instanceGroupManagers/td-central-ig"
+local MIG = "https://compute.googleapis.com" .. MIG_PATH
+
+local dir = t.tmpdir()
+
+local function run(fake, body, args)
+  local path = t.recipe(dir, "api", ([[
+    local gcp = require "gcp"
+    return gcp.recipe{description = "api", run = function()
+      %s
+    end}
+  ]]):format(body))
+  local a = {"run", path}
+  for _, x in ipairs(args or {}) do a[#a + 1] = x end
+  return t.run(fake, a)
+end
+
+describe("retries", function()
+  local fake
+  before_each(function() fake = t.start_fake() end)
+  after_each(function() fake:stop() end)
+
+  it("retries a GET through 503s and a dropped connection", function()
+    fake:fault({path = MIG_PATH, method = "GET", status = 503, times = 1})
+    fake:fault({path = MIG_PATH, method = "GET", drop = true, times = 1})
+    local r = run(fake, ("return gcp.http{url = %q}.json.name"):format(MIG))
+    assert.are.equal(0, r.code, r.stderr)
+    assert.are.equal("td-central-ig\n", r.stdout)
+    assert.are.equal(3, fake:count("GET", t.literal(MIG_PATH) .. "$"))
+    assert.matches("retry 1/5", r.stderr, 1, true)
+  end)
+
+  it("sends one requestId on every attempt of a Compute mutating call", function()
+    fake:fault({path = MIG_PATH .. "/resize", status = 503, times = 2})
+    local r = t.run(fake, {"run", "resize_mig", "project=demo-project", "zone=us-central1-a", "mig=td-central-ig", "size=2"})
+    assert.are.equal(0, r.code, r.stderr)
+    local ids = {}
+    for _, q in ipairs(fake:requests()) do
+      if q.path:find("/resize$") then ids[#ids + 1] = q.query:match("requestId=([%x%-]+)") end
+    end
+    assert.are.equal(3, #ids)
+    assert.are.equal(ids[1], ids[2])
+    assert.are.equal(ids[1], ids[3])
+  end)
+
+  it("does not retry a plain mutating call that may have run, but does retry a 429", function()
+    local call = [[return gcp.http{method = "POST", url = "https://cloudbuild.googleapis.com/v1/projects/demo-project/triggers/deploy-to-dev:run", json = {branchName = "master"}}.status]]
+    fake:fault({path = "/v1/projects/demo-project/triggers/deploy-to-dev:run", status = 503, times = 1})
+    local r = run(fake, call)
+    assert.are.equal(1, r.code)
+    assert.are.equal(1, fake:count("POST", ":run$"))
+    fake:fault({path = "/v1/projects/demo-project/triggers/deploy-to-dev:run", status = 429, times = 1, retry_after = "1"})
+    r = run(fake, call)
+    assert.are.equal(0, r.code, r.stderr)
+    assert.are.equal(3, fake:count("POST", ":run$"))
+    assert.matches("in 1.0s", r.stderr, 1, true)
+  end)
+
+  it("gives up after its deadline with the attempts counted, and honours retry = false", function()
+    fake:fault({path = MIG_PATH, method = "GET", status = 500, times = -1})
+    local r = run(fake, ("return gcp.http{url = %q, retry = {attempts = 3, initial = 0.05}}.status"):format(MIG))
+    assert.are.equal(1, r.code)
+    assert.matches("HTTP 500.*%(after 3 attempts%)", r.stderr)
+    r = run(fake, ("return gcp.http{url = %q, retry = false}.status"):format(MIG))
+    assert.are.equal(1, r.code)
+    assert.are.equal(4, fake:count("GET", t.literal(MIG_PATH) .. "$"))
+  end)
+end)
+
+describe("paging and read-modify-write", function()
+  local fake
+  before_each(function() fake = t.start_fake() end)
+  after_each(function() fake:stop() end)
+
+  it("follows nextPageToken and Compute's aggregatedList", function()
+    local r = run(fake, [[
+      local names = {}
+      for mig in gcp.items{url = "https://compute.googleapis.com/compute/v1/projects/demo-project/zones/us-central1-a/instanceGroupManagers", query = {maxResults = 1}} do
+        names[#names + 1] = mig.name
+      end
+      local all = {}
+      for scope, mig in gcp.aggregated({url = "https://compute.googleapis.com/compute/v1/projects/demo-project/aggregated/instanceGroupManagers", query = {maxResults = 1}}, "instanceGroupManagers") do
+        all[#all + 1] = scope .. "/" .. mig.name
+      end
+      return {zonal = names, aggregated = all}
+    ]])
+    assert.are.equal(0, r.code, r.stderr)
+    local out = t.json.decode(r.stdout)
+    assert.is_true(#out.zonal >= 2)
+    assert.is_true(fake:count("GET", "/instanceGroupManagers$") >= #out.zonal)
+    local joined = table.concat(out.aggregated, " ")
+    assert.matches("zones/us%-central1%-a/td%-central%-ig", joined)
+    assert.matches("regions/us%-central1/td%-regional%-ig", joined)
+  end)
+
+  it("reads again and rewrites when the fingerprint went stale", function()
+    fake:fault({path = "/compute/v1/projects/demo-project/global/securityPolicies/stopcorp", method = "PATCH", status = 412, times = 1})
+    local r = run(fake, [[
+      local op = gcp.compute.update_policy("demo-project", "stopcorp", function(p) return {description = "updated by gcpr"} end)
+      gcp.wait(op)
+      return gcp.compute.get_policy("demo-project", "stopcorp").description
+    ]])
+    assert.are.equal(0, r.code, r.stderr)
+    assert.are.equal("updated by gcpr\n", r.stdout)
+    assert.are.equal(2, fake:count("PATCH", "/securityPolicies/stopcorp$"))
+    assert.matches("changed while it was being updated", r.stderr, 1, true)
+  end)
+end)
+
+describe("gcp.wait", function()
+  local fake
+  before_each(function() fake = t.start_fake() end)
+  after_each(function() fake:stop() end)
+
+  it("waits on a Cloud SQL operation and surfaces its errors", function()
+    local call = [[
+      local res = gcp.http{method = "POST", url = "https://sqladmin.googleapis.com/v1/projects/demo-project/instances/demo-sql/restart", json = {}}
+      return gcp.wait(res.json).status
+    ]]
+    local r = run(fake, call)
+    assert.are.equal(0, r.code, r.stderr)
+    assert.are.equal("DONE\n", r.stdout)
+    fake:fault({path = "/v1/projects/demo-project/instances/demo-sql/restart", op_error = {code = "INTERNAL_ERROR", message = "restart failed"}})
+    r = run(fake, call)
+    assert.are.equal(1, r.code)
+    assert.matches("INTERNAL_ERROR: restart failed", r.stderr, 1, true)
+  end)
+
+  it("waits on a google.longrunning.Operation at its service (a Cloud Run job)", function()
+    local r = run(fake, [[return gcp.run.run_job("demo-project", "us-central1", "nightly-job").name]])
+    assert.are.equal(0, r.code, r.stderr)
+    assert.matches("executions/", r.stdout, 1, true)
+    assert.is_true(fake:count("GET", "/v2/projects/demo%-project/locations/us%-central1/operations/") >= 1)
+  end)
+
+  it("keeps waiting through failed polls, and says what was pending at its deadline", function()
+    fake:config({op_delay_ms = 2500, wait_max_ms = 200})
+    fake:fault({path = "/compute/v1/projects/demo-project/zones/us-central1-a/operations/", status = 503, times = 2})
+    local r = t.run(fake, {"run", "resize_mig", "project=demo-project", "zone=us-central1-a", "mig=td-central-ig", "size=6"})
+    assert.are.equal(0, r.code, r.stderr)
+    fake:config({op_delay_ms = 60000})
+    r = run(fake, ([[
+      local op = gcp.http{method = "POST", url = %q .. "/resize", query = {size = 2}}
+      return gcp.wait(op, {timeout = 1})
+    ]]):format(MIG))
+    assert.are.equal(3, r.code)
+    assert.matches("operation operation%-[%w%-]+ still %u+.* after 1s %(gcp.wait timeout%)", r.stderr)
+  end)
+end)
