@@ -24,11 +24,17 @@ M.items = require("gcp.paging").items
 M.list = require("gcp.paging").list
 M.aggregated = require("gcp.paging").aggregated
 M.update = require("gcp.rmw").update
-M.compute = require "gcp.compute"
-M.cloudbuild = require "gcp.cloudbuild"
-M.dataflow = require "gcp.dataflow"
-M.run = require "gcp.run"
-M.iap = require "gcp.iap"
+
+-- Service helpers load on first use: a recipe pays start-up only for what it touches.
+local SERVICES = {compute = "gcp.compute", cloudbuild = "gcp.cloudbuild", dataflow = "gcp.dataflow",
+                  run = "gcp.run", iap = "gcp.iap"}
+setmetatable(M, {__index = function(t, key)
+  local name = SERVICES[key]
+  if not name then return nil end
+  local mod = require(name)
+  rawset(t, key, mod)
+  return mod
+end})
 M.now = core.time
 M.is_error = errors.is
 
