@@ -140,6 +140,8 @@ struct fake_call {
  * fake_strdup(NULL) is NULL. */
 void *fake_malloc(size_t n);
 char *fake_strdup(const char *s);
+/* printf into a fresh fake_malloc'd string. */
+char *fake_format(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Writes data to dir/name with mode (replacing the file and its mode). Returns 0, or -1
  * with errno set. */
 int fake_write_file(const char *dir, const char *name, const char *data, size_t len,

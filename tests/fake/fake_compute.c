@@ -99,19 +99,6 @@ struct fake_compute {
   struct op *ops;
 };
 
-static char *format(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static char *format(const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  int n = vsnprintf(NULL, 0, fmt, ap);
-  va_end(ap);
-  char *s = fake_malloc((size_t)n + 1);
-  va_start(ap, fmt);
-  vsnprintf(s, (size_t)n + 1, fmt, ap);
-  va_end(ap);
-  return s;
-}
-
 static void random_id(char out[24]) {
   unsigned long long v;
   RAND_bytes((unsigned char *)&v, sizeof v);
@@ -139,8 +126,8 @@ static const struct location *add_location(struct fake_compute *compute, const c
   loc->kind = kind;
   loc->name = fake_strdup(name);
   loc->self_link = kind == SCOPE_GLOBAL
-                       ? format(SELF_LINK_BASE "projects/%s/global", project)
-                       : format(SELF_LINK_BASE "projects/%s/%s/%s", project,
+                       ? fake_format(SELF_LINK_BASE "projects/%s/global", project)
+                       : fake_format(SELF_LINK_BASE "projects/%s/%s/%s", project,
                                 scope_collection[kind], name);
   loc->next = compute->locations;
   compute->locations = loc;
@@ -169,8 +156,8 @@ static void add_mig(struct fake_compute *compute, const struct location *loc, co
   mig->loc = loc;
   mig->name = fake_strdup(name);
   random_id(mig->id);
-  mig->self_link = format("%s/%s/%s", loc->self_link, mig_collection[loc->kind], name);
-  mig->instance_template = format(SELF_LINK_BASE "projects/%s/global/instanceTemplates/%s",
+  mig->self_link = fake_format("%s/%s/%s", loc->self_link, mig_collection[loc->kind], name);
+  mig->instance_template = fake_format(SELF_LINK_BASE "projects/%s/global/instanceTemplates/%s",
                                   loc->project, template_name);
   mig->base_instance_name = fake_strdup(name);
   mig->target_size = mig->pending_size = size;
@@ -232,7 +219,7 @@ static void add_policy(struct fake_compute *compute, const struct location *loc,
   cJSON_AddItemToArray(rules, rule_json(1, "deny(403)", "9.9.9.0/24", "block stopcorp"));
   cJSON_AddItemToArray(rules, rule_json(DEFAULT_RULE_PRIORITY, "allow", "*", "default rule"));
   cJSON_AddStringToObject(o, "fingerprint", fingerprint);
-  char *self_link = format("%s/securityPolicies/%s", loc->self_link, name);
+  char *self_link = fake_format("%s/securityPolicies/%s", loc->self_link, name);
   cJSON_AddStringToObject(o, "selfLink", self_link);
   free(self_link);
   cJSON_AddStringToObject(o, "type", "CLOUD_ARMOR");
@@ -351,7 +338,7 @@ static cJSON *mig_json(const struct mig *mig) {
   cJSON_AddNumberToObject(cJSON_AddObjectToObject(version, "targetSize"), "calculated",
                           (double)mig->target_size);
   cJSON_AddItemToArray(cJSON_AddArrayToObject(o, "versions"), version);
-  char *group = format("%s/instanceGroups/%s", loc->self_link, mig->name);
+  char *group = fake_format("%s/instanceGroups/%s", loc->self_link, mig->name);
   cJSON_AddStringToObject(o, "instanceGroup", group);
   free(group);
   cJSON_AddStringToObject(o, "baseInstanceName", mig->base_instance_name);
@@ -490,7 +477,7 @@ static struct op *op_new(struct fake_compute *compute, struct fake_call *call,
   snprintf(op->name, sizeof op->name, "operation-%lld-%s-%s-%s", op->insert_ms, hex13, hex8a,
            hex8b);
   random_id(op->id);
-  op->self_link = format("%s/operations/%s", loc->self_link, op->name);
+  op->self_link = fake_format("%s/operations/%s", loc->self_link, op->name);
   op->type = type;
   op->target_link = fake_strdup(target_link);
   op->target_id = target_id;
@@ -620,7 +607,7 @@ static void list_migs(struct fake_compute *compute, struct fake_call *call,
   cJSON_AddStringToObject(o, "kind", loc->kind == SCOPE_ZONE
                                          ? "compute#instanceGroupManagerList"
                                          : "compute#regionInstanceGroupManagerList");
-  char *id = format("projects/%s/%s/%s/%s", loc->project, scope_collection[loc->kind],
+  char *id = fake_format("projects/%s/%s/%s/%s", loc->project, scope_collection[loc->kind],
                     loc->name, mig_collection[loc->kind]);
   cJSON_AddStringToObject(o, "id", id);
   free(id);
@@ -639,7 +626,7 @@ static void list_migs(struct fake_compute *compute, struct fake_call *call,
     cJSON_AddItemToObject(o, "items", items);
   else
     cJSON_Delete(items);
-  char *self_link = format("%s/%s", loc->self_link, mig_collection[loc->kind]);
+  char *self_link = fake_format("%s/%s", loc->self_link, mig_collection[loc->kind]);
   cJSON_AddStringToObject(o, "selfLink", self_link);
   free(self_link);
   fake_call_respond_json(call, 200, o);
@@ -712,7 +699,7 @@ static void handle_migs(struct fake_compute *compute, struct fake_call *call,
   } else if (n == 7 && !is_post) {
     respond_method_not_allowed(call, "POST");
   } else if (!mig) {
-    char *resource = format("projects/%s/%s/%s/%s/%s", loc->project,
+    char *resource = fake_format("projects/%s/%s/%s/%s/%s", loc->project,
                             scope_collection[loc->kind], loc->name, mig_collection[loc->kind],
                             seg[5]);
     respond_not_found(call, resource);
@@ -739,8 +726,8 @@ static void handle_ops(struct fake_compute *compute, struct fake_call *call,
   struct op *op = find_op(compute, loc, seg[at]);
   if (!op) {
     char *resource = loc->kind == SCOPE_GLOBAL
-                         ? format("projects/%s/global/operations/%s", loc->project, seg[at])
-                         : format("projects/%s/%s/%s/operations/%s", loc->project,
+                         ? fake_format("projects/%s/global/operations/%s", loc->project, seg[at])
+                         : fake_format("projects/%s/%s/%s/operations/%s", loc->project,
                                   scope_collection[loc->kind], loc->name, seg[at]);
     respond_not_found(call, resource);
     free(resource);
@@ -982,7 +969,7 @@ static void handle_policies(struct fake_compute *compute, struct fake_call *call
   }
   struct policy *policy = find_policy(compute, loc, seg[4]);
   if (!policy) {
-    char *resource = format("projects/%s/global/securityPolicies/%s", loc->project, seg[4]);
+    char *resource = fake_format("projects/%s/global/securityPolicies/%s", loc->project, seg[4]);
     respond_not_found(call, resource);
     free(resource);
   } else if (n == 6) {
@@ -1001,7 +988,7 @@ static void handle_policies(struct fake_compute *compute, struct fake_call *call
 static void add_no_results_warning(cJSON *items, const char *key) {
   cJSON *warning = cJSON_AddObjectToObject(cJSON_AddObjectToObject(items, key), "warning");
   cJSON_AddStringToObject(warning, "code", "NO_RESULTS_ON_PAGE");
-  char *message = format("There are no results for scope '%s' on this page.", key);
+  char *message = fake_format("There are no results for scope '%s' on this page.", key);
   cJSON_AddStringToObject(warning, "message", message);
   free(message);
   cJSON *data = cJSON_CreateObject();
@@ -1023,7 +1010,7 @@ static void aggregated_migs(struct fake_compute *compute, struct fake_call *call
   for (const struct location *loc = compute->locations; loc && n_scopes < MAX_SCOPES;
        loc = loc->next) {
     if (loc->kind == SCOPE_GLOBAL || strcmp(loc->project, project) != 0) continue;
-    char *key = format("%s/%s", scope_collection[loc->kind], loc->name);
+    char *key = fake_format("%s/%s", scope_collection[loc->kind], loc->name);
     int at = n_scopes++;
     for (; at > 0 && strcmp(keys[at - 1], key) > 0; at--) {
       keys[at] = keys[at - 1];
@@ -1034,7 +1021,7 @@ static void aggregated_migs(struct fake_compute *compute, struct fake_call *call
   }
   cJSON *o = cJSON_CreateObject();
   cJSON_AddStringToObject(o, "kind", "compute#instanceGroupManagerAggregatedList");
-  char *id = format("projects/%s/aggregated/instanceGroupManagers", project);
+  char *id = fake_format("projects/%s/aggregated/instanceGroupManagers", project);
   cJSON_AddStringToObject(o, "id", id);
   free(id);
   cJSON *items = cJSON_AddObjectToObject(o, "items");
@@ -1058,7 +1045,7 @@ static void aggregated_migs(struct fake_compute *compute, struct fake_call *call
     free(keys[s]);
   }
   if (more) add_next_page_token(o, offset + listed);
-  char *self_link = format(SELF_LINK_BASE "projects/%s/aggregated/instanceGroupManagers",
+  char *self_link = fake_format(SELF_LINK_BASE "projects/%s/aggregated/instanceGroupManagers",
                            project);
   cJSON_AddStringToObject(o, "selfLink", self_link);
   free(self_link);
@@ -1082,7 +1069,7 @@ static int split_path(char *path, char **seg) {
 }
 
 static void respond_project_not_found(struct fake_call *call, const char *project) {
-  char *resource = format("projects/%s", project);
+  char *resource = fake_format("projects/%s", project);
   respond_not_found(call, resource);
   free(resource);
 }
@@ -1135,13 +1122,13 @@ void fake_compute_handle(struct fake_call *call) {
                    strcmp(seg[4], "operations") != 0)) {
     fake_call_respond_unknown_url(call);
   } else if (!project_known(compute, seg[1])) {
-    char *resource = format("projects/%s", seg[1]);
+    char *resource = fake_format("projects/%s", seg[1]);
     respond_not_found(call, resource);
     free(resource);
   } else {
     const struct location *loc = find_location(compute, seg[1], (enum scope_kind)kind, seg[3]);
     if (!loc) {
-      char *resource = format("projects/%s/%s/%s", seg[1], seg[2], seg[3]);
+      char *resource = fake_format("projects/%s/%s/%s", seg[1], seg[2], seg[3]);
       respond_not_found(call, resource);
       free(resource);
     } else if (strcmp(seg[4], "operations") != 0) {

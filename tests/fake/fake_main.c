@@ -46,6 +46,18 @@ void *fake_malloc(size_t n) {
   return p;
 }
 
+char *fake_format(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(NULL, 0, fmt, ap);
+  va_end(ap);
+  char *s = fake_malloc((size_t)n + 1);
+  va_start(ap, fmt);
+  vsnprintf(s, (size_t)n + 1, fmt, ap);
+  va_end(ap);
+  return s;
+}
+
 char *fake_strdup(const char *s) {
   if (!s) return NULL;
   size_t n = strlen(s) + 1;

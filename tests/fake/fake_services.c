@@ -93,19 +93,6 @@ struct fake_services {
   struct run_op *run_ops;
 };
 
-static char *format(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static char *format(const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  int n = vsnprintf(NULL, 0, fmt, ap);
-  va_end(ap);
-  char *s = fake_malloc((size_t)n + 1);
-  va_start(ap, fmt);
-  vsnprintf(s, (size_t)n + 1, fmt, ap);
-  va_end(ap);
-  return s;
-}
-
 static void new_uuid(char out[37]) {
   unsigned char raw[16];
   RAND_bytes(raw, sizeof raw);
@@ -286,7 +273,7 @@ void fake_services_free(struct fake_services *s) {
 
 static cJSON *trigger_json(const struct trigger *t) {
   cJSON *o = cJSON_CreateObject();
-  char *resource = format("projects/%s/locations/global/triggers/%s", t->project, t->id);
+  char *resource = fake_format("projects/%s/locations/global/triggers/%s", t->project, t->id);
   cJSON_AddStringToObject(o, "id", t->id);
   cJSON_AddStringToObject(o, "name", t->name);
   cJSON_AddStringToObject(o, "resourceName", resource);
@@ -319,7 +306,7 @@ static cJSON *build_json(const struct build *b) {
   int started = progress_step(&b->progress) > 0 && (!b->cancelled_ms ||
                                                     b->cancelled_ms > progress_at(&b->progress, 1));
   cJSON *o = cJSON_CreateObject();
-  char *name = format("projects/%s/locations/global/builds/%s", FAKE_PROJECT_NUMBER, b->id);
+  char *name = fake_format("projects/%s/locations/global/builds/%s", FAKE_PROJECT_NUMBER, b->id);
   cJSON_AddStringToObject(o, "name", name);
   free(name);
   cJSON_AddStringToObject(o, "id", b->id);
@@ -338,16 +325,16 @@ static cJSON *build_json(const struct build *b) {
   if (is_terminal_build(status))
     add_time(o, "finishTime", b->cancelled_ms ? b->cancelled_ms : progress_at(&b->progress, 2));
   cJSON_AddStringToObject(o, "timeout", "600s");
-  char *url = format("https://console.cloud.google.com/cloud-build/builds/%s?project=%s", b->id,
+  char *url = fake_format("https://console.cloud.google.com/cloud-build/builds/%s?project=%s", b->id,
                      FAKE_PROJECT_NUMBER);
   cJSON_AddStringToObject(o, "logUrl", url);
   free(url);
-  char *bucket = format("gs://%s.cloudbuild-logs.googleusercontent.com", FAKE_PROJECT_NUMBER);
+  char *bucket = fake_format("gs://%s.cloudbuild-logs.googleusercontent.com", FAKE_PROJECT_NUMBER);
   cJSON_AddStringToObject(o, "logsBucket", bucket);
   free(bucket);
   if (b->trigger) {
     cJSON_AddStringToObject(o, "buildTriggerId", b->trigger->id);
-    char *tag = format("trigger-%s", b->trigger->id);
+    char *tag = fake_format("trigger-%s", b->trigger->id);
     cJSON_AddItemToArray(cJSON_AddArrayToObject(o, "tags"), cJSON_CreateString(tag));
     free(tag);
   }
@@ -439,7 +426,7 @@ static void run_trigger(struct fake_services *s, struct fake_call *call, struct 
   b->next = s->builds;
   s->builds = b;
   cJSON *op = cJSON_CreateObject();
-  char *name = format("operations/build/%s/%s", b->project, b->id);
+  char *name = fake_format("operations/build/%s/%s", b->project, b->id);
   cJSON_AddStringToObject(op, "name", name);
   free(name);
   cJSON *metadata = cJSON_AddObjectToObject(op, "metadata");
@@ -459,7 +446,7 @@ static void handle_cloudbuild(struct fake_services *s, struct fake_call *call, c
       fake_call_respond_unknown_url(call);
     } else if (!method_is(call, verb ? "POST" : "GET")) {
     } else if (!t) {
-      char *message = format("trigger (%s, %s) not found", project, seg[3]);
+      char *message = fake_format("trigger (%s, %s) not found", project, seg[3]);
       respond_rpc(call, 404, "NOT_FOUND", message);
       free(message);
     } else if (verb) {
@@ -471,7 +458,7 @@ static void handle_cloudbuild(struct fake_services *s, struct fake_call *call, c
     struct build *b = find_build(s, project, seg[3]);
     if (!method_is(call, verb ? "POST" : "GET")) {
     } else if (!b) {
-      char *message = format("build (%s, %s) not found", project, seg[3]);
+      char *message = fake_format("build (%s, %s) not found", project, seg[3]);
       respond_rpc(call, 404, "NOT_FOUND", message);
       free(message);
     } else {
@@ -495,7 +482,7 @@ static cJSON *sql_op_json(const struct sql_op *o) {
   const char *status = sql_status(o);
   cJSON *j = cJSON_CreateObject();
   cJSON_AddStringToObject(j, "kind", "sql#operation");
-  char *link = format(SQL_BASE "projects/%s/instances/%s", o->project, o->instance);
+  char *link = fake_format(SQL_BASE "projects/%s/instances/%s", o->project, o->instance);
   cJSON_AddStringToObject(j, "targetLink", link);
   free(link);
   cJSON_AddStringToObject(j, "status", status);
@@ -517,7 +504,7 @@ static cJSON *sql_op_json(const struct sql_op *o) {
   cJSON_AddStringToObject(j, "operationType", o->type);
   cJSON_AddStringToObject(j, "name", o->name);
   cJSON_AddStringToObject(j, "targetId", o->instance);
-  link = format(SQL_BASE "projects/%s/operations/%s", o->project, o->name);
+  link = fake_format(SQL_BASE "projects/%s/operations/%s", o->project, o->name);
   cJSON_AddStringToObject(j, "selfLink", link);
   free(link);
   cJSON_AddStringToObject(j, "targetProject", o->project);
@@ -540,10 +527,10 @@ static cJSON *sql_instance_json(const struct sql_instance *i) {
   cJSON_AddStringToObject(o, "project", i->project);
   cJSON_AddStringToObject(o, "region", "us-central1");
   cJSON_AddStringToObject(o, "gceZone", "us-central1-a");
-  char *text = format("%s:us-central1:%s", i->project, i->name);
+  char *text = fake_format("%s:us-central1:%s", i->project, i->name);
   cJSON_AddStringToObject(o, "connectionName", text);
   free(text);
-  text = format(SQL_BASE "projects/%s/instances/%s", i->project, i->name);
+  text = fake_format(SQL_BASE "projects/%s/instances/%s", i->project, i->name);
   cJSON_AddStringToObject(o, "selfLink", text);
   free(text);
   cJSON_AddStringToObject(o, "instanceType", "CLOUD_SQL_INSTANCE");
@@ -696,7 +683,7 @@ static int valid_job_name(const char *name) {
 static void launch_job(struct fake_services *s, struct fake_call *call, const char *project,
                        const char *location, const cJSON *job_name) {
   if (!cJSON_IsString(job_name) || !valid_job_name(job_name->valuestring)) {
-    char *message = format(
+    char *message = fake_format(
         "(%s): The job name '%s' is invalid. Job names must match the regular expression "
         "[a-z]([-a-z0-9]{0,1022}[a-z0-9])?",
         project, cJSON_IsString(job_name) ? job_name->valuestring : "");
@@ -707,7 +694,7 @@ static void launch_job(struct fake_services *s, struct fake_call *call, const ch
   for (struct job *j = s->jobs; j; j = j->next) {
     if (strcmp(j->project, project) == 0 && strcmp(j->location, location) == 0 &&
         strcmp(j->name, job_name->valuestring) == 0 && !is_terminal_job(job_state(j))) {
-      char *message = format("(%s): The workflow could not be created. Causes: (%s): There is "
+      char *message = fake_format("(%s): The workflow could not be created. Causes: (%s): There is "
                              "already an active job named %s with id: %s. If you want to "
                              "submit a second job, try again by setting a different name.",
                              project, project, j->name, j->id);
@@ -755,7 +742,7 @@ void fake_services_dataflow(struct fake_call *call) {
     } else if (found) {
       fake_call_respond_json(call, 200, job_json(found));
     } else {
-      char *message = format("(%s): Information about job %s could not be found in our "
+      char *message = fake_format("(%s): Information about job %s could not be found in our "
                              "system. Please double check that the API being used is "
                              "projects.locations.jobs.get",
                              seg[1], seg[5]);
@@ -819,7 +806,7 @@ static cJSON *execution_json(const struct run_op *o, int done) {
     add_time(c, "lastTransitionTime", progress_at(&o->progress, 2));
     cJSON_AddItemToArray(cJSON_AddArrayToObject(e, "conditions"), c);
   }
-  char *log = format("https://console.cloud.google.com/logs/viewer?project=%s", o->project);
+  char *log = fake_format("https://console.cloud.google.com/logs/viewer?project=%s", o->project);
   cJSON_AddStringToObject(e, "logUri", log);
   free(log);
   return e;
@@ -828,7 +815,7 @@ static cJSON *execution_json(const struct run_op *o, int done) {
 static cJSON *run_op_json(const struct run_op *o) {
   int done = progress_step(&o->progress) >= 2;
   cJSON *j = cJSON_CreateObject();
-  char *name = format("projects/%s/locations/%s/operations/%s", o->project, o->location, o->id);
+  char *name = fake_format("projects/%s/locations/%s/operations/%s", o->project, o->location, o->id);
   cJSON_AddStringToObject(j, "name", name);
   free(name);
   cJSON_AddItemToObject(j, "metadata", execution_json(o, done));
@@ -862,7 +849,7 @@ void fake_services_run(struct fake_call *call) {
     } else if (found) {
       fake_call_respond_json(call, 200, run_op_json(found));
     } else {
-      char *message = format("Operation projects/%s/locations/%s/operations/%s not found.",
+      char *message = fake_format("Operation projects/%s/locations/%s/operations/%s not found.",
                              seg[1], seg[3], seg[5]);
       respond_rpc(call, 404, "NOT_FOUND", message);
       free(message);
@@ -875,7 +862,7 @@ void fake_services_run(struct fake_call *call) {
         job = j;
     if (!method_is(call, "POST")) {
     } else if (!job) {
-      char *message = format("Resource '%s' of kind 'JOB' in region '%s' in project '%s' does "
+      char *message = fake_format("Resource '%s' of kind 'JOB' in region '%s' in project '%s' does "
                              "not exist.",
                              seg[5], seg[3], seg[1]);
       respond_rpc(call, 404, "NOT_FOUND", message);
@@ -889,7 +876,7 @@ void fake_services_run(struct fake_call *call) {
       o->project = fake_strdup(job->project);
       o->location = fake_strdup(job->location);
       o->job = fake_strdup(job->name);
-      o->execution = format("projects/%s/locations/%s/jobs/%s/executions/%s-%s", job->project,
+      o->execution = fake_format("projects/%s/locations/%s/jobs/%s/executions/%s-%s", job->project,
                             job->location, job->name, job->name, suffix);
       o->progress = progress_start(s->fake);
       if (call->fault && call->fault->op_error_code)
