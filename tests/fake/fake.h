@@ -140,6 +140,9 @@ struct fake_call {
  * fake_strdup(NULL) is NULL. */
 void *fake_malloc(size_t n);
 char *fake_strdup(const char *s);
+/* Token endpoints log only {"grant_type": ...}: their forms carry assertions and secrets. */
+struct fake_call;
+void fake_log_grant_type(struct fake_call *call, const char *grant_type);
 /* printf into a fresh fake_malloc'd string. */
 char *fake_format(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Writes data to dir/name with mode (replacing the file and its mode). Returns 0, or -1

@@ -485,3 +485,10 @@ void fake_calls_drop_all(struct fake *fake) {
     call_finish(fake->calls, 0);
   }
 }
+
+void fake_log_grant_type(struct fake_call *call, const char *grant_type) {
+  cJSON_Delete(call->log_body);
+  call->log_body = cJSON_CreateObject();
+  if (grant_type) cJSON_AddStringToObject(call->log_body, "grant_type", grant_type);
+  else cJSON_AddNullToObject(call->log_body, "grant_type");
+}

@@ -449,12 +449,7 @@ void fake_oauth_token_endpoint(struct fake_call *call) {
   const char *grant_type = evhttp_find_header(&form, "grant_type");
   const char *assertion = evhttp_find_header(&form, "assertion");
   /* The log shows the grant type only: the form also carries the assertion or secrets. */
-  cJSON_Delete(call->log_body);
-  call->log_body = cJSON_CreateObject();
-  if (grant_type)
-    cJSON_AddStringToObject(call->log_body, "grant_type", grant_type);
-  else
-    cJSON_AddNullToObject(call->log_body, "grant_type");
+  fake_log_grant_type(call, grant_type);
   if (grant_type && strcmp(grant_type, REFRESH_TOKEN_GRANT) == 0) {
     refresh(call, &form);
   } else if (!grant_type || strcmp(grant_type, JWT_BEARER) != 0) {

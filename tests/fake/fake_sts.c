@@ -193,12 +193,7 @@ static void exchange(struct fake_call *call, const struct exchange *x) {
   const char *grant_type = param(x, "grant_type"), *audience = param(x, "audience");
   const char *requested = param(x, "requested_token_type"), *scope = param(x, "scope");
   const char *token = param(x, "subject_token"), *token_type = param(x, "subject_token_type");
-  cJSON_Delete(call->log_body);
-  call->log_body = cJSON_CreateObject();
-  if (grant_type)
-    cJSON_AddStringToObject(call->log_body, "grant_type", grant_type);
-  else
-    cJSON_AddNullToObject(call->log_body, "grant_type");
+  fake_log_grant_type(call, grant_type);
   if (!grant_type || strcmp(grant_type, TOKEN_EXCHANGE) != 0) {
     sts_error(call, "unsupported_grant_type",
               "Invalid value for \"grant_type\". The only supported value is " TOKEN_EXCHANGE
