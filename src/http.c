@@ -11,6 +11,7 @@
 #include <lauxlib.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,24 +31,23 @@
 #define MAX_HEADERS 128
 
 struct gcpr_http {
+  /* Cleared when the request goes back to the pool: */
   CURL *easy;
-  struct curl_slist *headers, *connect_to;
-  char *method, *url;
-  char *body;
-  size_t body_len;
-  char *resp;
-  size_t resp_len, resp_cap;
-  char *hbuf;                   /* response header lines, each NUL-terminated */
-  size_t hbuf_len, hbuf_cap;
-  size_t hoff[MAX_HEADERS];     /* where each line starts in hbuf */
-  size_t nhdrs;
+  struct curl_slist *headers, *headers_last; /* the caller's lines (curl_slist_append) */
+  struct curl_slist fixed[4];                /* Authorization, Expect, User-Agent, Accept-Encoding */
+  char method[16];
+  char *url, *body, *bearer, *resp, *hbuf;   /* kept with their capacities */
+  size_t url_cap, body_len, body_cap, bearer_len, bearer_cap, resp_len, resp_cap;
+  size_t hbuf_len, hbuf_cap, nhdrs;          /* response header lines, each NUL-terminated */
   long status;
-  int has_bearer, too_large, running;
+  int has_bearer, has_body, own_user_agent, own_accept_encoding, too_large, running;
   double timeout_s, started;
   CURLcode result;
-  char errbuf[CURL_ERROR_SIZE];
   gcpr_http_cb cb;
   void *ud;
+  /* Not cleared: */
+  size_t hoff[MAX_HEADERS];                  /* where each header line starts in hbuf */
+  char errbuf[CURL_ERROR_SIZE];
 };
 
 /* ---- configuration read once from the environment ---- */
@@ -162,8 +162,6 @@ int gcpr_http_token_allowed(const char *url) {
 
 static CURLM *multi;
 static struct event *multi_timer;
-static CURL *idle_easy[32];
-static int nidle;
 
 static void check_done(void) {
   CURLMsg *msg;
@@ -262,16 +260,36 @@ static int ensure_multi(void) {
   return 0;
 }
 
-void gcpr_http_cleanup(void) {
-  while (nidle > 0) curl_easy_cleanup(idle_easy[--nidle]);
-  if (multi) curl_multi_cleanup(multi);
-  if (multi_timer) event_free(multi_timer);
-  if (multi) curl_global_cleanup();
-  multi = NULL;
-  multi_timer = NULL;
-}
 
-/* ---- one request ---- */
+/* ---- one request ----
+ *
+ * Requests are pooled with their curl handle and buffers (URL, body, bearer line, response,
+ * response headers), so a warm request allocates nothing of its own. The fixed request
+ * headers (User-Agent, Accept-Encoding, "Expect:" for bodies, Authorization) are list nodes
+ * inside the request, linked after the caller's headers: curl copies each custom header
+ * line once, where CURLOPT_USERAGENT and CURLOPT_ACCEPT_ENCODING would format each twice. */
+
+static const char user_agent_line[] = "User-Agent: gcpr/" GCPR_VERSION;
+static const char accept_encoding_line[] = "Accept-Encoding: gzip";
+static const char no_expect_line[] = "Expect:"; /* no "Expect: 100-continue" round trip */
+static const char bearer_prefix[] = "Authorization: Bearer ";
+
+#define POOL_MAX 32
+#define POOL_KEEP_BYTES (256u << 10) /* a buffer larger than this is not kept for reuse */
+static gcpr_http *pool[POOL_MAX];
+static int npool;
+
+/* Grows *buf to hold n bytes. Returns 0, or -1 when out of memory. */
+static int reserve(char **buf, size_t *cap, size_t n) {
+  if (n <= *cap) return 0;
+  size_t c = *cap ? *cap : 256;
+  while (c < n) c *= 2;
+  char *p = realloc(*buf, c);
+  if (!p) return -1;
+  *buf = p;
+  *cap = c;
+  return 0;
+}
 
 static size_t write_cb(char *data, size_t size, size_t nmemb, void *ud) {
   gcpr_http *req = ud;
@@ -280,23 +298,11 @@ static size_t write_cb(char *data, size_t size, size_t nmemb, void *ud) {
     req->too_large = 1;
     return 0;
   }
-  if (req->resp_len + n + 1 > req->resp_cap) {
-    size_t cap = req->resp_cap ? req->resp_cap : 4096;
-    while (cap < req->resp_len + n + 1) cap *= 2;
-    char *p = realloc(req->resp, cap);
-    if (!p) return 0;
-    req->resp = p;
-    req->resp_cap = cap;
-  }
+  if (reserve(&req->resp, &req->resp_cap, req->resp_len + n + 1) != 0) return 0;
   memcpy(req->resp + req->resp_len, data, n);
   req->resp_len += n;
   req->resp[req->resp_len] = '\0';
   return n;
-}
-
-static void clear_headers(gcpr_http *req) {
-  req->nhdrs = 0;
-  req->hbuf_len = 0;
 }
 
 static size_t header_cb(char *data, size_t size, size_t nmemb, void *ud) {
@@ -304,20 +310,14 @@ static size_t header_cb(char *data, size_t size, size_t nmemb, void *ud) {
   size_t n = size * nmemb;
   /* A new status line (after 100 Continue or a redirect) starts a new header set. */
   if (n >= 5 && memcmp(data, "HTTP/", 5) == 0) {
-    clear_headers(req);
+    req->nhdrs = 0;
+    req->hbuf_len = 0;
     return n;
   }
   size_t len = n;
   while (len > 0 && (data[len - 1] == '\r' || data[len - 1] == '\n')) len--;
   if (len == 0 || !memchr(data, ':', len) || req->nhdrs == MAX_HEADERS) return n;
-  if (req->hbuf_len + len + 1 > req->hbuf_cap) {
-    size_t cap = req->hbuf_cap ? req->hbuf_cap : 1024;
-    while (cap < req->hbuf_len + len + 1) cap *= 2;
-    char *p = realloc(req->hbuf, cap);
-    if (!p) return 0;
-    req->hbuf = p;
-    req->hbuf_cap = cap;
-  }
+  if (reserve(&req->hbuf, &req->hbuf_cap, req->hbuf_len + len + 1) != 0) return 0;
   memcpy(req->hbuf + req->hbuf_len, data, len);
   req->hbuf[req->hbuf_len + len] = '\0';
   req->hoff[req->nhdrs++] = req->hbuf_len;
@@ -325,73 +325,15 @@ static size_t header_cb(char *data, size_t size, size_t nmemb, void *ud) {
   return n;
 }
 
-gcpr_http *gcpr_http_new(const char *method, const char *url) {
-  gcpr_http *req = calloc(1, sizeof *req);
-  if (!req) return NULL;
-  req->method = strdup(method);
-  req->url = strdup(url);
-  req->timeout_s = DEFAULT_TIMEOUT_S;
-  if (!req->method || !req->url) {
-    gcpr_http_free(req);
-    return NULL;
-  }
-  return req;
-}
-
-int gcpr_http_add_header(gcpr_http *req, const char *line) {
-  struct curl_slist *l = curl_slist_append(req->headers, line);
-  if (!l) return -1;
-  req->headers = l;
-  return 0;
-}
-
-int gcpr_http_set_bearer(gcpr_http *req, const char *token) {
-  size_t n = strlen(token) + sizeof "Authorization: Bearer ";
-  char *line = malloc(n);
-  if (!line) return -1;
-  snprintf(line, n, "Authorization: Bearer %s", token);
-  int rc = gcpr_http_add_header(req, line);
-  OPENSSL_cleanse(line, n);
-  free(line);
-  if (rc == 0) req->has_bearer = 1;
-  return rc;
-}
-
-int gcpr_http_set_body(gcpr_http *req, const char *data, size_t len) {
-  free(req->body);
-  req->body = malloc(len ? len : 1);
-  if (!req->body) return -1;
-  memcpy(req->body, data, len);
-  req->body_len = len;
-  return 0;
-}
-
-void gcpr_http_set_timeout(gcpr_http *req, double seconds) { req->timeout_s = seconds; }
-
-static int set_connect_to(gcpr_http *req) {
-  char scheme[16], host[256];
-  long port;
-  if (cfg.nrules == 0 || !url_parts(req->url, scheme, sizeof scheme, host, sizeof host, &port))
-    return 0;
-  for (int i = 0; i < cfg.nrules; i++) {
-    if (port != 443 || !host_matches(host, cfg.rules[i].suffix)) continue;
-    char entry[600];
-    snprintf(entry, sizeof entry, "%s:443:%s", host, cfg.rules[i].target);
-    req->connect_to = curl_slist_append(NULL, entry);
-    return req->connect_to ? 0 : -1;
-  }
-  return 0;
-}
-
-/* Options that are the same for every transfer, set once per easy handle: handles go back
- * to a pool without curl_easy_reset, and every per-request option is set on each start. */
+/* Options that are the same for every transfer, set once per easy handle: handles are
+ * reused without curl_easy_reset, and every per-request option is set on each start. */
 static CURL *new_easy(void) {
   CURL *e = curl_easy_init();
   if (!e) return NULL;
   curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt(e, CURLOPT_USERAGENT, "gcpr/" GCPR_VERSION);
-  curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
+  /* Enables decoding; the header itself is one of the fixed lines. */
+  curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "gzip");
   curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
   curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
   curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, CONNECT_TIMEOUT_MS);
@@ -400,33 +342,151 @@ static CURL *new_easy(void) {
   return e;
 }
 
+static void http_destroy(gcpr_http *req) {
+  if (req->easy) curl_easy_cleanup(req->easy);
+  free(req->url);
+  free(req->body);
+  free(req->bearer);
+  free(req->resp);
+  free(req->hbuf);
+  free(req);
+}
+
+gcpr_http *gcpr_http_new(const char *method, const char *url) {
+  size_t mlen = strlen(method), ulen = strlen(url);
+  if (mlen >= sizeof ((gcpr_http *)NULL)->method) return NULL;
+  gcpr_http *req = npool > 0 ? pool[--npool] : calloc(1, sizeof *req);
+  if (!req) return NULL;
+  if (reserve(&req->url, &req->url_cap, ulen + 1) != 0) {
+    http_destroy(req);
+    return NULL;
+  }
+  memcpy(req->method, method, mlen + 1);
+  memcpy(req->url, url, ulen + 1);
+  req->timeout_s = DEFAULT_TIMEOUT_S;
+  return req;
+}
+
+int gcpr_http_add_header(gcpr_http *req, const char *line) {
+  struct curl_slist *l = curl_slist_append(req->headers, line);
+  if (!l) return -1;
+  req->headers = l;
+  if (strncasecmp(line, "user-agent:", 11) == 0) req->own_user_agent = 1;
+  if (strncasecmp(line, "accept-encoding:", 16) == 0) req->own_accept_encoding = 1;
+  return 0;
+}
+
+int gcpr_http_set_bearer(gcpr_http *req, const char *token) {
+  size_t n = sizeof bearer_prefix - 1, t = strlen(token);
+  if (reserve(&req->bearer, &req->bearer_cap, n + t + 1) != 0) return -1;
+  memcpy(req->bearer, bearer_prefix, n);
+  memcpy(req->bearer + n, token, t + 1);
+  req->bearer_len = n + t;
+  req->has_bearer = 1;
+  return 0;
+}
+
+int gcpr_http_set_body(gcpr_http *req, const char *data, size_t len) {
+  if (reserve(&req->body, &req->body_cap, len + 1) != 0) return -1;
+  memcpy(req->body, data, len);
+  req->body_len = len;
+  req->has_body = 1;
+  return 0;
+}
+
+void gcpr_http_set_timeout(gcpr_http *req, double seconds) { req->timeout_s = seconds; }
+
+/* The CURLOPT_CONNECT_TO list for url's host when a GCPR_CONNECT_TO rule routes it, else
+ * NULL. One list per host, made on first use and kept until cleanup. */
+static struct {
+  char host[256];
+  struct curl_slist *list;
+} routes[32];
+static int nroutes;
+
+static int route_for(const char *url, struct curl_slist **out) {
+  char scheme[16], host[256];
+  long port;
+  *out = NULL;
+  if (cfg.nrules == 0 || !url_parts(url, scheme, sizeof scheme, host, sizeof host, &port) ||
+      port != 443)
+    return 0;
+  for (int i = 0; i < nroutes; i++)
+    if (strcasecmp(routes[i].host, host) == 0) {
+      *out = routes[i].list;
+      return 0;
+    }
+  for (int i = 0; i < cfg.nrules; i++) {
+    if (!host_matches(host, cfg.rules[i].suffix)) continue;
+    if (nroutes == (int)(sizeof routes / sizeof routes[0])) {
+      gcpr_log(GCPR_LOG_WARN, "GCPR_CONNECT_TO: more than %d hosts; %s is not redirected",
+               nroutes, host);
+      return 0;
+    }
+    char entry[600];
+    snprintf(entry, sizeof entry, "%s:443:%s", host, cfg.rules[i].target);
+    struct curl_slist *list = curl_slist_append(NULL, entry);
+    if (!list) return -1;
+    snprintf(routes[nroutes].host, sizeof routes[nroutes].host, "%s", host);
+    routes[nroutes++].list = list;
+    *out = list;
+    return 0;
+  }
+  return 0;
+}
+
+/* Links the fixed header nodes after the caller's headers; returns the list's head. */
+static struct curl_slist *link_headers(gcpr_http *req) {
+  struct curl_slist *tail = NULL;
+  int n = 0;
+  if (!req->own_accept_encoding) {
+    req->fixed[n] = (struct curl_slist){(char *)accept_encoding_line, tail};
+    tail = &req->fixed[n++];
+  }
+  if (!req->own_user_agent) {
+    req->fixed[n] = (struct curl_slist){(char *)user_agent_line, tail};
+    tail = &req->fixed[n++];
+  }
+  if (req->has_body) {
+    req->fixed[n] = (struct curl_slist){(char *)no_expect_line, tail};
+    tail = &req->fixed[n++];
+  }
+  if (req->has_bearer) {
+    req->fixed[n] = (struct curl_slist){req->bearer, tail};
+    tail = &req->fixed[n++];
+  }
+  if (!req->headers) return tail;
+  struct curl_slist *last = req->headers;
+  while (last->next) last = last->next;
+  last->next = tail;
+  req->headers_last = last;
+  return req->headers;
+}
+
 int gcpr_http_start(gcpr_http *req, gcpr_http_cb cb, void *ud) {
-  if (ensure_multi() != 0) return -1;
-  CURL *e = nidle > 0 ? idle_easy[--nidle] : new_easy();
+  struct curl_slist *route;
+  if (ensure_multi() != 0 || route_for(req->url, &route) != 0) return -1;
+  CURL *e = req->easy ? req->easy : (req->easy = new_easy());
   if (!e) return -1;
-  req->easy = e;
   req->cb = cb;
   req->ud = ud;
-  /* No "Expect: 100-continue" round trip for bodies. */
-  if (gcpr_http_add_header(req, "Expect:") != 0 || set_connect_to(req) != 0) return -1;
   curl_easy_setopt(e, CURLOPT_URL, req->url);
   curl_easy_setopt(e, CURLOPT_PRIVATE, req);
   curl_easy_setopt(e, CURLOPT_ERRORBUFFER, req->errbuf);
   curl_easy_setopt(e, CURLOPT_WRITEDATA, req);
   curl_easy_setopt(e, CURLOPT_HEADERDATA, req);
-  curl_easy_setopt(e, CURLOPT_HTTPHEADER, req->headers);
+  curl_easy_setopt(e, CURLOPT_HTTPHEADER, link_headers(req));
   curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(req->timeout_s * 1000));
-  curl_easy_setopt(e, CURLOPT_CONNECT_TO, req->connect_to);
-  curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, NULL);
-  curl_easy_setopt(e, CURLOPT_NOBODY, 0L);
+  curl_easy_setopt(e, CURLOPT_CONNECT_TO, route);
   if (strcmp(req->method, "GET") == 0) {
     curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
   } else if (strcmp(req->method, "HEAD") == 0) {
     curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
   } else {
     curl_easy_setopt(e, CURLOPT_POST, 1L);
-    curl_easy_setopt(e, CURLOPT_POSTFIELDS, req->body ? req->body : "");
-    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, req->has_body ? req->body : "");
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE,
+                     (curl_off_t)(req->has_body ? req->body_len : 0));
     if (strcmp(req->method, "POST") != 0)
       curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, req->method);
   }
@@ -447,28 +507,44 @@ void gcpr_http_cancel(gcpr_http *req) {
   req->running = 0;
 }
 
+/* Back to the pool, with nothing of this request left in it: the caller's headers freed,
+ * the bearer line wiped, the handle's per-request options undone. */
 void gcpr_http_free(gcpr_http *req) {
   if (!req) return;
   gcpr_http_cancel(req);
   if (req->easy) {
-    /* Nothing of this request may outlive it inside the handle. */
-    curl_easy_setopt(req->easy, CURLOPT_HTTPHEADER, NULL);
-    curl_easy_setopt(req->easy, CURLOPT_CONNECT_TO, NULL);
-    curl_easy_setopt(req->easy, CURLOPT_ERRORBUFFER, NULL);
-    if (nidle < (int)(sizeof idle_easy / sizeof idle_easy[0])) idle_easy[nidle++] = req->easy;
-    else curl_easy_cleanup(req->easy);
+    CURL *e = req->easy;
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, NULL);
+    curl_easy_setopt(e, CURLOPT_CONNECT_TO, NULL);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, NULL);
+    curl_easy_setopt(e, CURLOPT_PRIVATE, NULL);
+    /* Back to GET and no custom method: the next start sets only what it needs. */
+    if (strcmp(req->method, "GET") != 0) {
+      curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, NULL);
+      curl_easy_setopt(e, CURLOPT_NOBODY, 0L);
+      curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+      curl_easy_setopt(e, CURLOPT_POSTFIELDS, NULL);
+    }
   }
-  if (req->has_bearer)
-    for (struct curl_slist *l = req->headers; l; l = l->next) OPENSSL_cleanse(l->data, strlen(l->data));
+  if (req->headers_last) req->headers_last->next = NULL;
   curl_slist_free_all(req->headers);
-  curl_slist_free_all(req->connect_to);
-  clear_headers(req);
-  free(req->hbuf);
-  free(req->method);
-  free(req->url);
-  free(req->body);
-  free(req->resp);
-  free(req);
+  if (req->has_bearer) OPENSSL_cleanse(req->bearer, req->bearer_len);
+  if (npool == POOL_MAX || req->resp_cap > POOL_KEEP_BYTES || req->body_cap > POOL_KEEP_BYTES ||
+      req->hbuf_cap > POOL_KEEP_BYTES || req->url_cap > POOL_KEEP_BYTES) {
+    http_destroy(req);
+    return;
+  }
+  /* Keep the handle and the buffers; clear the rest. */
+  gcpr_http keep = *req;
+  memset(req, 0, offsetof(gcpr_http, hoff));
+  req->easy = keep.easy;
+  req->url = keep.url, req->url_cap = keep.url_cap;
+  req->body = keep.body, req->body_cap = keep.body_cap;
+  req->bearer = keep.bearer, req->bearer_cap = keep.bearer_cap;
+  req->resp = keep.resp, req->resp_cap = keep.resp_cap;
+  req->hbuf = keep.hbuf, req->hbuf_cap = keep.hbuf_cap;
+  req->errbuf[0] = '\0';
+  pool[npool++] = req;
 }
 
 CURLcode gcpr_http_result(const gcpr_http *req) { return req->result; }
@@ -476,7 +552,7 @@ const char *gcpr_http_error(const gcpr_http *req) { return req->errbuf; }
 long gcpr_http_status(const gcpr_http *req) { return req->status; }
 const char *gcpr_http_body(const gcpr_http *req, size_t *len) {
   *len = req->resp_len;
-  return req->resp ? req->resp : "";
+  return req->resp_len ? req->resp : "";
 }
 const char *gcpr_http_method(const gcpr_http *req) { return req->method; }
 const char *gcpr_http_url(const gcpr_http *req) { return req->url; }
@@ -485,24 +561,39 @@ const char *gcpr_http_header_line(const gcpr_http *req, size_t i) {
   return req->hbuf + req->hoff[i];
 }
 
+void gcpr_http_cleanup(void) {
+  while (npool > 0) http_destroy(pool[--npool]);
+  while (nroutes > 0) curl_slist_free_all(routes[--nroutes].list);
+  if (multi) curl_multi_cleanup(multi);
+  if (multi_timer) event_free(multi_timer);
+  if (multi) curl_global_cleanup();
+  multi = NULL;
+  multi_timer = NULL;
+}
+
 /* ---- core.http: the primitive recipes reach through gcp.http ---- */
 
 enum http_auth { AUTH_NONE, AUTH_ACCESS, AUTH_ID };
 
+/* One call of core.http, with every string it needs copied into one block after it. */
 typedef struct {
   gcpr_op op;
   gcpr_http *req;
   gcpr_token_req *token_req;
-  char *method, *url, *body;
+  char method[16];
+  char *url;        /* in the block, or allocated after a redirect (url_owned) */
+  int url_owned;
+  const char *body; /* NULL for none */
   size_t body_len;
-  char **headers; /* "Name: value", NULL-terminated */
+  const char *headers; /* nheaders lines "Name: value", each NUL-terminated */
+  size_t nheaders;
   double timeout_s;
   enum http_auth auth;
-  char *scopes, *audience, *impersonate, *delegates, *subject, *quota_project;
-  char *token; /* the token sent, so a 401 can invalidate exactly it */
+  const char *scopes, *audience, *impersonate, *delegates, *subject, *quota_project;
   int retried, redirects;
   char *error;
   int exit_code;
+  char block[];
 } http_op;
 
 static void http_op_describe(gcpr_op *op, char *buf, size_t n) {
@@ -519,26 +610,10 @@ static void http_op_cancel(gcpr_op *op) {
   if (h->req) gcpr_http_cancel(h->req);
 }
 
-static void secret_free(char *s) {
-  if (s) OPENSSL_cleanse(s, strlen(s));
-  free(s);
-}
-
 static void http_op_destroy(gcpr_op *op) {
   http_op *h = (http_op *)op;
   gcpr_http_free(h->req);
-  for (char **p = h->headers; p && *p; p++) free(*p);
-  free(h->headers);
-  free(h->method);
-  free(h->url);
-  free(h->body);
-  free(h->scopes);
-  free(h->audience);
-  free(h->impersonate);
-  free(h->delegates);
-  free(h->subject);
-  free(h->quota_project);
-  secret_free(h->token);
+  if (h->url_owned) free(h->url);
   free(h->error);
   free(h);
 }
@@ -681,24 +756,22 @@ static int follow_redirect(http_op *h, gcpr_http *req) {
     curl_free(next);
     return 0;
   }
+  int had_token = h->auth != AUTH_NONE;
   if (strcmp(from, to) != 0) h->auth = AUTH_NONE;
   if (st == 303 || ((st == 301 || st == 302) && strcmp(h->method, "POST") == 0)) {
-    free(h->method);
-    h->method = strdup("GET");
-    free(h->body);
+    strcpy(h->method, "GET");
     h->body = NULL;
     h->body_len = 0;
   }
-  free(h->url);
+  if (h->url_owned) free(h->url);
   h->url = strdup(next);
+  h->url_owned = 1;
   curl_free(next);
   gcpr_log(GCPR_LOG_DEBUG, "following HTTP %ld to %s%s", st, to,
-           h->auth == AUTH_NONE && h->token ? " (without the token: another origin)" : "");
-  secret_free(h->token);
-  h->token = NULL;
+           had_token && h->auth == AUTH_NONE ? " (without the token: another origin)" : "");
   gcpr_http_free(h->req);
   h->req = NULL;
-  if (!h->method || !h->url) {
+  if (!h->url) {
     op_fail(h, NULL, 0);
     return 1;
   }
@@ -710,11 +783,12 @@ static void http_done(gcpr_http *req, void *ud) {
   http_op *h = ud;
   /* An API that says 401 to a token we hold gets one new token and one retry: tokens can be
    * revoked or expire early; a second 401 is the answer. */
-  if (h->token && !h->retried && req->result == CURLE_OK && req->status == 401) {
+  if (req->has_bearer && !h->retried && req->result == CURLE_OK && req->status == 401) {
     gcpr_token_spec spec = token_spec(h);
     h->retried = 1;
     gcpr_log(GCPR_LOG_DEBUG, "401 from %s: getting a new token and retrying once", h->method);
-    gcpr_auth_invalidate(&spec, h->token);
+    /* The token sent, so that exactly it is dropped from the cache. */
+    gcpr_auth_invalidate(&spec, req->bearer + sizeof bearer_prefix - 1);
     gcpr_http_free(h->req);
     h->req = NULL;
     begin(h);
@@ -727,24 +801,20 @@ static void http_done(gcpr_http *req, void *ud) {
 static void send_with(http_op *h, const char *token) {
   gcpr_http *req = gcpr_http_new(h->method, h->url);
   int failed = !req;
-  for (char **p = h->headers; !failed && p && *p; p++) failed = gcpr_http_add_header(req, *p) != 0;
+  const char *line = h->headers;
+  for (size_t i = 0; !failed && i < h->nheaders; i++, line += strlen(line) + 1)
+    failed = gcpr_http_add_header(req, line) != 0;
   if (!failed && h->body) failed = gcpr_http_set_body(req, h->body, h->body_len) != 0;
-  if (!failed && token) {
-    secret_free(h->token);
-    h->token = strdup(token);
-    failed = !h->token || gcpr_http_set_bearer(req, token) != 0;
-  }
+  if (!failed && token) failed = gcpr_http_set_bearer(req, token) != 0;
   if (!failed && token && h->auth == AUTH_ACCESS) {
     const char *quota = h->quota_project ? h->quota_project : gcpr_auth_quota_project();
     if (quota && *quota) {
-      char line[512];
-      snprintf(line, sizeof line, "x-goog-user-project: %s", quota);
-      failed = gcpr_http_add_header(req, line) != 0;
+      char header[512];
+      snprintf(header, sizeof header, "x-goog-user-project: %s", quota);
+      failed = gcpr_http_add_header(req, header) != 0;
     }
   }
-  if (!failed) {
-    req->timeout_s = h->timeout_s;
-  }
+  if (!failed) gcpr_http_set_timeout(req, h->timeout_s);
   h->req = req;
   if (failed || gcpr_http_start(req, http_done, h) != 0) op_fail(h, NULL, 0);
 }
@@ -768,120 +838,106 @@ static void begin(http_op *h) {
   if (!h->token_req) token_ready(h, token, error, exit_code);
 }
 
-static char *opt_copy(lua_State *L, int t, const char *field) {
-  lua_getfield(L, t, field);
-  if (!lua_isnil(L, -1) && !lua_isstring(L, -1))
-    luaL_error(L, "core.http: '%s' must be a string", field);
-  const char *s = lua_tostring(L, -1);
-  char *copy = s ? strdup(s) : NULL;
-  lua_pop(L, 1);
-  return copy;
+/* Copies n bytes of src and a NUL to *p; returns the copy and moves *p past it. */
+static char *block_put(char **p, const char *src, size_t n) {
+  char *at = *p;
+  memcpy(at, src, n);
+  at[n] = '\0';
+  *p += n + 1;
+  return at;
 }
 
-static int parse_spec(lua_State *L, http_op *h, const char **auth) {
+/* core.http(method, url, headers, body, timeout, auth, token) -> response | nil, err
+ *   method   "GET", "POST", ... (upper case)        url  an absolute http(s) URL
+ *   headers  nil or {name = value}                   body nil or a string
+ *   timeout  nil (60 s) or seconds                   auth nil ("auto"), "access_token",
+ *                                                         "id_token" or "none"
+ *   token    nil or {scopes=, audience=, impersonate=, delegates=, subject=, quota_project=}
+ * gcp/http.lua checks the arguments, builds them and turns failures into errors. Everything
+ * that can raise happens before the request is allocated. */
+static int l_http(lua_State *L) {
   static const char *const fields[] = {"scopes", "audience", "impersonate", "delegates",
                                        "subject", "quota_project"};
-  char **slots[] = {&h->scopes, &h->audience, &h->impersonate, &h->delegates, &h->subject,
-                    &h->quota_project};
-  h->method = opt_copy(L, 1, "method");
-  h->url = opt_copy(L, 1, "url");
-  if (!h->method) h->method = strdup("GET");
-  for (int i = 0; i < 6; i++) *slots[i] = opt_copy(L, 1, fields[i]);
-  lua_getfield(L, 1, "timeout");
-  h->timeout_s = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : DEFAULT_TIMEOUT_S;
-  lua_pop(L, 1);
-  lua_getfield(L, 1, "auth");
-  *auth = lua_isnil(L, -1) ? "auto" : lua_tostring(L, -1);
-  lua_pop(L, 1); /* the string stays referenced by the spec table */
-  size_t len;
-  lua_getfield(L, 1, "body");
-  const char *body = lua_tolstring(L, -1, &len);
-  if (body && (h->body = malloc(len ? len : 1))) {
-    memcpy(h->body, body, len);
-    h->body_len = len;
-  }
-  lua_pop(L, 1);
-  int n = 0;
-  if (lua_getfield(L, 1, "headers") == LUA_TTABLE) {
-    lua_pushnil(L);
-    while (lua_next(L, -2)) {
-      n++;
-      lua_pop(L, 1);
-    }
-    h->headers = calloc((size_t)n + 1, sizeof *h->headers);
-    n = 0;
-    lua_pushnil(L);
-    while (h->headers && lua_next(L, -2)) {
-      if (lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TSTRING) {
-        size_t kl, vl;
-        const char *k = lua_tolstring(L, -2, &kl), *v = lua_tolstring(L, -1, &vl);
-        if ((h->headers[n] = malloc(kl + vl + 3))) {
-          snprintf(h->headers[n], kl + vl + 3, "%s: %s", k, v);
-          n++;
-        }
-      }
-      lua_pop(L, 1);
+  lua_settop(L, 7);
+  size_t mlen, ulen, blen = 0;
+  const char *method = luaL_checklstring(L, 1, &mlen);
+  const char *url = luaL_checklstring(L, 2, &ulen);
+  if (!lua_isnil(L, 3)) luaL_checktype(L, 3, LUA_TTABLE);
+  const char *body = lua_isnil(L, 4) ? NULL : luaL_checklstring(L, 4, &blen);
+  double timeout_s = luaL_optnumber(L, 5, DEFAULT_TIMEOUT_S);
+  const char *auth = luaL_optstring(L, 6, "auto");
+  const char *opt[6] = {NULL};
+  size_t optlen[6] = {0}, size = ulen + 1 + (body ? blen + 1 : 0), nheaders = 0;
+  if (!lua_isnil(L, 7)) {
+    luaL_checktype(L, 7, LUA_TTABLE);
+    for (int i = 0; i < 6; i++) { /* the values stay on the stack (8..13) while in use */
+      int t = lua_getfield(L, 7, fields[i]);
+      if (t != LUA_TNIL && t != LUA_TSTRING)
+        return luaL_error(L, "core.http: token option '%s' must be a string", fields[i]);
+      if (t == LUA_TSTRING) size += (optlen[i] = lua_rawlen(L, -1)) + 1;
+      opt[i] = lua_tostring(L, -1);
     }
   }
-  lua_pop(L, 1);
-  return h->method && h->url && (!body || h->body);
-}
-
-static int pending_gc(lua_State *L) {
-  http_op **box = lua_touserdata(L, 1);
-  if (*box) http_op_destroy(&(*box)->op);
-  *box = NULL;
-  return 0;
-}
-
-/* core.http{method=, url=, headers={name=value}, body=, timeout=, auth="auto"|"access_token"|
- * "id_token"|"none", scopes=, audience=, impersonate=, delegates=, subject=, quota_project=}
- * -> response | nil, err. gcp/http.lua builds the spec and the errors. */
-static int l_http(lua_State *L) {
-  luaL_checktype(L, 1, LUA_TTABLE);
-  lua_settop(L, 1);
+  if (mlen >= sizeof ((http_op *)NULL)->method)
+    return luaL_error(L, "core.http: method '%s' is too long", method);
   gcpr_task_check(L, "gcp.http");
-  http_op *h = calloc(1, sizeof *h);
-  if (!h) return luaL_error(L, "out of memory");
-  h->op.vt = &http_vt;
-  /* Held by a box until it is handed to the loop, so an error while parsing frees it. */
-  http_op **box = lua_newuserdatauv(L, sizeof *box, 0);
-  *box = h;
-  if (luaL_newmetatable(L, "gcpr.http.Pending")) {
-    lua_pushcfunction(L, pending_gc);
-    lua_setfield(L, -2, "__gc");
+  if (!lua_isnil(L, 3)) {
+    lua_pushnil(L);
+    while (lua_next(L, 3)) {
+      if (lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TSTRING)
+        size += lua_rawlen(L, -2) + 2 + lua_rawlen(L, -1) + 1, nheaders++;
+      lua_pop(L, 1);
+    }
   }
-  lua_setmetatable(L, -2);
-  const char *auth = NULL;
-  int ok = parse_spec(L, h, &auth);
-  *box = NULL;
-  if (!ok) {
-    http_op_destroy(&h->op);
-    return luaL_error(L, h->url ? "out of memory" : "core.http: 'url' is required");
-  }
+  enum http_auth mode = AUTH_NONE;
   const char *refusal = NULL;
-  if (strcmp(auth, "none") == 0) {
-    h->auth = AUTH_NONE;
-  } else if (strcmp(auth, "auto") == 0) {
-    h->auth = gcpr_http_token_allowed(h->url) ? AUTH_ACCESS : AUTH_NONE;
+  if (strcmp(auth, "auto") == 0) {
+    mode = gcpr_http_token_allowed(url) ? AUTH_ACCESS : AUTH_NONE;
   } else if (strcmp(auth, "access_token") == 0) {
-    h->auth = AUTH_ACCESS;
-    if (!gcpr_http_token_allowed(h->url))
+    mode = AUTH_ACCESS;
+    if (!gcpr_http_token_allowed(url))
       refusal = "refusing to send an access token to %s: access tokens go only to https hosts "
                 "under googleapis.com (add others to GCPR_TOKEN_HOSTS)";
   } else if (strcmp(auth, "id_token") == 0) {
-    h->auth = AUTH_ID;
-    if (strncasecmp(h->url, "https://", 8) != 0)
+    mode = AUTH_ID;
+    if (strncasecmp(url, "https://", 8) != 0)
       refusal = "refusing to send an ID token to %s over plain http";
-    else if (!h->audience)
+    else if (!opt[1])
       refusal = "an ID token for %s needs an audience";
-  } else {
+  } else if (strcmp(auth, "none") != 0) {
     refusal = "core.http: unknown auth for %s";
   }
-  if (refusal) {
-    lua_pushfstring(L, refusal, h->url);
-    http_op_destroy(&h->op);
-    return lua_error(L);
+  if (refusal) return luaL_error(L, refusal, url);
+
+  http_op *h = calloc(1, sizeof *h + size);
+  if (!h) return luaL_error(L, "out of memory");
+  h->op.vt = &http_vt;
+  memcpy(h->method, method, mlen + 1);
+  h->timeout_s = timeout_s;
+  h->auth = mode;
+  char *p = h->block;
+  h->url = block_put(&p, url, ulen);
+  if (body) h->body = block_put(&p, body, blen), h->body_len = blen;
+  const char **slots[] = {&h->scopes, &h->audience, &h->impersonate, &h->delegates,
+                          &h->subject, &h->quota_project};
+  for (int i = 0; i < 6; i++)
+    if (opt[i]) *slots[i] = block_put(&p, opt[i], optlen[i]);
+  if (nheaders) {
+    h->headers = p;
+    lua_pushnil(L);
+    while (lua_next(L, 3)) {
+      size_t kl, vl;
+      if (lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TSTRING &&
+          h->nheaders < nheaders) {
+        const char *k = lua_tolstring(L, -2, &kl), *v = lua_tolstring(L, -1, &vl);
+        memcpy(p, k, kl);
+        memcpy(p + kl, ": ", 2);
+        p += kl + 2;
+        block_put(&p, v, vl);
+        h->nheaders++;
+      }
+      lua_pop(L, 1);
+    }
   }
   begin(h);
   return gcpr_op_yield(L, &h->op);

@@ -64,8 +64,8 @@ local function google_error(res)
   return text ~= "" and text or "(empty body)"
 end
 
+-- Whether a status outside 2xx is an answer the caller takes (accept = {404} or "any").
 local function accepted(spec, status)
-  if status >= 200 and status < 300 then return true end
   local accept = spec.accept
   if accept == "any" then return true end
   if type(accept) == "table" then
@@ -139,6 +139,11 @@ end
 
 -- ---- the call ----
 
+local UPPER = {GET = "GET", POST = "POST", PUT = "PUT", PATCH = "PATCH", DELETE = "DELETE",
+               HEAD = "HEAD", get = "GET", post = "POST", put = "PUT", patch = "PATCH",
+               delete = "DELETE", head = "HEAD"}
+local AUTH_MODES = {auto = true, access_token = true, id_token = true, none = true}
+
 -- gcp.http{method=, url=, query=, headers=, json= | body=, timeout=, accept=, retry=,
 --           idempotent=, auth=, scopes=, audience=, impersonate=, delegates=, subject=,
 --           quota_project=}
@@ -146,21 +151,28 @@ end
 -- googleapis.com hosts, none elsewhere), "access_token", "id_token" (audience defaults to the
 -- URL, as Cloud Scheduler does) or "none". Raises a gcp.Error for a network failure or a
 -- status outside 2xx (unless accept lists it, or accept = "any"), after the retries above.
+-- This runs for every request, so the common case (a GET with no options) takes no detour
+-- and builds no table of its own.
 function M.request(spec)
   if type(spec) ~= "table" then error("gcp.http expects a table {url = ..., ...}", 2) end
-  local url = spec.url
+  local url, method, query, body = spec.url, spec.method, spec.query, spec.body
   if type(url) ~= "string" or not url:find("^https?://") then
     error("gcp.http: url must be an http(s) URL string, got " .. tostring(url), 2)
   end
-  if spec.json ~= nil and spec.body ~= nil then error("gcp.http: give json= or body=, not both", 2) end
-  local method = spec.method or ((spec.json ~= nil or spec.body ~= nil) and "POST" or "GET")
-  if type(method) ~= "string" then error("gcp.http: method must be a string", 2) end
-  method = method:upper()
-  local query = spec.query
+  local json_value = spec.json
+  if json_value ~= nil and body ~= nil then error("gcp.http: give json= or body=, not both", 2) end
+  if method == nil then
+    method = (json_value ~= nil or body ~= nil) and "POST" or "GET"
+  elseif type(method) ~= "string" then
+    error("gcp.http: method must be a string", 2)
+  else
+    method = UPPER[method] or method:upper()
+  end
   if query ~= nil and type(query) ~= "table" then error("gcp.http: query must be a table", 2) end
   local idempotent = spec.idempotent
   if idempotent == nil then idempotent = IDEMPOTENT_METHOD[method] or false end
-  if MUTATING[method] and is_compute(url) then
+  local mutating = MUTATING[method]
+  if mutating and is_compute(url) then
     if url:find("/wait$") or url:find("/wait%?") then
       idempotent = spec.idempotent ~= false
     elseif not (query and query.requestId) and not url:find("[?&]requestId=") then
@@ -176,7 +188,7 @@ function M.request(spec)
     local q = M.encode_query(query)
     if q ~= "" then url = url .. (url:find("?", 1, true) and "&" or "?") .. q end
   end
-  local headers = EMPTY
+  local headers -- nil: none
   if spec.headers ~= nil then
     headers = {}
     if type(spec.headers) ~= "table" then error("gcp.http: headers must be a table", 2) end
@@ -187,53 +199,60 @@ function M.request(spec)
       headers[k] = tostring(v)
     end
   end
-  local body = spec.body
-  if spec.json ~= nil then
-    body = json.encode(spec.json)
-    if headers == EMPTY then headers = {} end
+  if json_value ~= nil then
+    body = json.encode(json_value)
+    headers = headers or {}
     if not headers["Content-Type"] then headers["Content-Type"] = "application/json" end
   elseif body ~= nil and type(body) ~= "string" then
     error("gcp.http: body must be a string (use json = for a table)", 2)
   end
-  local mode = spec.auth or "auto"
-  if mode ~= "auto" and mode ~= "access_token" and mode ~= "id_token" and mode ~= "none" then
+  local mode = spec.auth
+  if mode ~= nil and not AUTH_MODES[mode] then
     error("gcp.http: auth must be \"auto\", \"access_token\", \"id_token\" or \"none\"", 2)
   end
   local policy = DEFAULT_RETRY
-  if spec.retry == false then
+  local retry = spec.retry
+  if retry == false then
     policy = nil
-  elseif type(spec.retry) == "table" then
+  elseif type(retry) == "table" then
     policy = {}
-    for k, v in pairs(DEFAULT_RETRY) do policy[k] = spec.retry[k] or v end
-  elseif spec.retry ~= nil and spec.retry ~= true then
+    for k, v in pairs(DEFAULT_RETRY) do policy[k] = retry[k] or v end
+  elseif retry ~= nil and retry ~= true then
     error("gcp.http: retry must be false or a table {attempts=, initial=, max=, deadline=}", 2)
   end
-  local req = auth.fill({method = method, url = url, headers = headers, body = body,
-                         timeout = spec.timeout, auth = mode},
-                        spec, mode == "id_token" and "id" or "access", 2)
-  if mode == "id_token" and not req.audience then req.audience = default_audience(spec.url) end
-  if dry_run and MUTATING[method] and not url:find("/wait$") then
-    local will_auth = mode == "access_token" or mode == "id_token" or (mode == "auto" and core.token_allowed(url))
-    print_dry_run(method, url, headers, body, will_auth)
+  local token
+  if mode == "id_token" then
+    token = auth.fill({}, spec, "id", 2)
+    if not token.audience then token.audience = default_audience(spec.url) end
+  else
+    token = auth.for_call(spec, "access", 2)
+  end
+  if dry_run and mutating and not url:find("/wait$") then
+    local will_auth = mode == "access_token" or mode == "id_token" or
+                      ((mode == nil or mode == "auto") and core.token_allowed(url))
+    print_dry_run(method, url, headers or EMPTY, body, will_auth)
     return {status = 200, headers = {}, body = "", json = {}, dry_run = true, url = url}
   end
+  local timeout = spec.timeout
   local started = core.now()
   local attempt = 0
   while true do
     attempt = attempt + 1
-    local res, err = core.http(req)
+    local res, err = core.http(method, url, headers, body, timeout, mode, token)
     local failure
     if not res then
       failure = {kind = err.kind, message = err.message, exit = err.exit, method = method,
                  url = url, curl_code = err.curl_code}
-    elseif not accepted(spec, res.status) then
+    else
+      local status = res.status
+      if status >= 200 and status < 300 or accepted(spec, status) then
+        res.url = url
+        return res
+      end
       local message, google_status, reason, details = google_error(res)
-      failure = {kind = "http", status = res.status, method = method, url = url,
+      failure = {kind = "http", status = status, method = method, url = url,
                  message = message, google_status = google_status, reason = reason,
                  details = details, response = res}
-    else
-      res.url = url
-      return res
     end
     local can_retry = policy and failure.kind ~= "auth" and attempt < policy.attempts and
                       M.retryable(idempotent, failure.status, failure.curl_code)
