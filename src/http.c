@@ -203,13 +203,24 @@ static void socket_event(evutil_socket_t fd, short kind, void *arg) {
   check_done();
 }
 
+/* Set when curl asks to be called "now" (a transfer was just added). */
+static int due_now;
+
 static void timer_event(evutil_socket_t fd, short kind, void *arg) {
   (void)fd;
   (void)kind;
   (void)arg;
   int running;
+  due_now = 0;
   curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
   check_done();
+}
+
+/* Lets curl send what was just added now, instead of on the next loop turn (one
+ * epoll_wait and a timer later). Only for callers outside curl's callbacks and outside
+ * check_done, which is where a task adds a transfer. */
+static void send_due(void) {
+  if (due_now) timer_event(-1, 0, NULL);
 }
 
 static int socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp) {
@@ -238,6 +249,7 @@ static int socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *s
 static int timer_cb(CURLM *m, long timeout_ms, void *userp) {
   (void)m;
   (void)userp;
+  due_now = timeout_ms == 0;
   if (timeout_ms < 0) {
     evtimer_del(multi_timer);
   } else {
@@ -940,6 +952,7 @@ static int l_http(lua_State *L) {
     }
   }
   begin(h);
+  send_due();
   return gcpr_op_yield(L, &h->op);
 }
 
