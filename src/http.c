@@ -27,7 +27,6 @@
 #define MAX_RESPONSE_BYTES (64u << 20)
 #define CONNECT_TIMEOUT_MS 10000L
 #define DEFAULT_TIMEOUT_S 60.0
-#define RESPONSE_MT "gcpr.http.Response"
 #define MAX_HEADERS 128
 
 struct gcpr_http {
@@ -641,6 +640,126 @@ static void push_error(lua_State *L, const char *kind, const char *msg, int exit
   lua_setfield(L, -2, "exit");
 }
 
+/* ---- a response's lazy fields ----
+ * Most calls never read res.headers or res.json, so both are made on first use. Each
+ * response has its own metatable, which holds "lines": the header lines as curl delivered
+ * them, NUL-separated, in one string. */
+
+/* Pushes the header lines of the response at res and returns them (NULL, nothing pushed,
+ * for a table that is not a response). */
+static const char *response_lines(lua_State *L, int res, size_t *len) {
+  *len = 0;
+  if (luaL_getmetafield(L, res, "lines") == LUA_TNIL) return NULL;
+  return lua_tolstring(L, -1, len);
+}
+
+/* Sets res.headers = {lower-case name = value} and pushes it. Repeated headers are joined
+ * with ", " as RFC 9110 allows. */
+static void make_headers(lua_State *L, int res) {
+  size_t len;
+  const char *lines = response_lines(L, res, &len), *end = lines + len;
+  lua_newtable(L);
+  for (const char *line = lines; line && line < end; line += strlen(line) + 1) {
+    const char *colon = strchr(line, ':');
+    char name[128];
+    size_t n = colon ? (size_t)(colon - line) : 0;
+    if (n == 0 || n >= sizeof name) continue;
+    for (size_t k = 0; k < n; k++)
+      name[k] = (char)(line[k] >= 'A' && line[k] <= 'Z' ? line[k] + 32 : line[k]);
+    name[n] = '\0';
+    const char *v = colon + 1;
+    while (*v == ' ' || *v == '\t') v++;
+    if (lua_getfield(L, -1, name) == LUA_TSTRING) {
+      lua_pushliteral(L, ", ");
+      lua_pushstring(L, v);
+      lua_concat(L, 3);
+    } else {
+      lua_pop(L, 1);
+      lua_pushstring(L, v);
+    }
+    lua_setfield(L, -2, name);
+  }
+  lua_pushvalue(L, -1);
+  lua_setfield(L, res, "headers");
+  if (lines) lua_remove(L, -2);
+}
+
+/* Decodes the body into res.json (or the reason into res.json_error) once, when the
+ * response says it is JSON and has a body; both stay nil otherwise. */
+static void make_json(lua_State *L, int res) {
+  if (!lua_getmetatable(L, res)) return;
+  int done = lua_getfield(L, -1, "json_done") != LUA_TNIL;
+  lua_pop(L, 1);
+  lua_pushboolean(L, 1);
+  lua_setfield(L, -2, "json_done");
+  lua_pop(L, 1);
+  if (done) return;
+  size_t len, blen;
+  const char *lines = response_lines(L, res, &len), *end = lines + len;
+  int is_json = 0;
+  for (const char *line = lines; line && line < end && !is_json; line += strlen(line) + 1)
+    is_json = strncasecmp(line, "content-type:", 13) == 0 && strstr(line + 13, "json");
+  if (lines) lua_pop(L, 1);
+  lua_getfield(L, res, "body");
+  const char *body = lua_tolstring(L, -1, &blen);
+  char err[128];
+  if (is_json && body && blen > 0) {
+    if (gcpr_json_decode(L, body, blen, err, sizeof err)) {
+      lua_setfield(L, res, "json");
+    } else {
+      lua_pushstring(L, err);
+      lua_setfield(L, res, "json_error");
+    }
+  }
+  lua_pop(L, 1);
+}
+
+static int response_index(lua_State *L) {
+  const char *key = lua_tostring(L, 2);
+  if (!key || lua_type(L, 2) != LUA_TSTRING) return 0;
+  if (strcmp(key, "headers") == 0) {
+    make_headers(L, 1);
+    return 1;
+  }
+  if (strcmp(key, "json") != 0 && strcmp(key, "json_error") != 0) return 0;
+  make_json(L, 1);
+  lua_rawget(L, 1);
+  return 1;
+}
+
+/* Makes every lazy field, so pairs() and gcp.json.encode see the whole response. */
+static void make_all(lua_State *L, int res) {
+  lua_pushliteral(L, "headers");
+  if (lua_rawget(L, res) == LUA_TNIL) {
+    lua_pop(L, 1);
+    make_headers(L, res);
+  }
+  lua_pop(L, 1);
+  make_json(L, res);
+}
+
+static int raw_next(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 2);
+  if (lua_next(L, 1)) return 2;
+  lua_pushnil(L);
+  return 1;
+}
+
+static int response_pairs(lua_State *L) {
+  make_all(L, 1);
+  lua_pushcfunction(L, raw_next);
+  lua_pushvalue(L, 1);
+  lua_pushnil(L);
+  return 3;
+}
+
+static int response_tojson(lua_State *L) {
+  make_all(L, 1);
+  lua_settop(L, 1);
+  return 1;
+}
+
 static int http_op_push(lua_State *L, gcpr_op *op) {
   http_op *h = (http_op *)op;
   gcpr_http *req = h->req;
@@ -654,60 +773,23 @@ static int http_op_push(lua_State *L, gcpr_op *op) {
     lua_setfield(L, -2, "curl_code");
     return 2;
   }
-  lua_createtable(L, 0, 6);
+  lua_createtable(L, 0, 4);
   lua_pushinteger(L, req->status);
   lua_setfield(L, -2, "status");
-  lua_createtable(L, 0, (int)req->nhdrs);
-  const char *ctype = NULL;
-  for (size_t i = 0; i < req->nhdrs; i++) {
-    const char *line = gcpr_http_header_line(req, i);
-    const char *colon = strchr(line, ':');
-    const char *v = colon + 1;
-    while (*v == ' ' || *v == '\t') v++;
-    char name[128];
-    size_t n = (size_t)(colon - line);
-    if (n >= sizeof name) continue;
-    for (size_t k = 0; k < n; k++) name[k] = (char)(line[k] >= 'A' && line[k] <= 'Z' ? line[k] + 32 : line[k]);
-    name[n] = '\0';
-    if (strcmp(name, "content-type") == 0) ctype = v;
-    /* Repeated headers are joined with ", " as RFC 9110 allows. */
-    if (lua_getfield(L, -1, name) == LUA_TSTRING) {
-      lua_pushliteral(L, ", ");
-      lua_pushstring(L, v);
-      lua_concat(L, 3);
-    } else {
-      lua_pop(L, 1);
-      lua_pushstring(L, v);
-    }
-    lua_setfield(L, -2, name);
-  }
-  lua_setfield(L, -2, "headers");
-  lua_pushlstring(L, req->resp ? req->resp : "", req->resp_len);
+  lua_pushlstring(L, req->resp_len ? req->resp : "", req->resp_len);
   lua_setfield(L, -2, "body");
-  /* JSON is decoded the first time res.json is read: many calls never look at it. */
-  if (req->resp_len > 0 && ctype && strstr(ctype, "json")) {
-    luaL_setmetatable(L, RESPONSE_MT);
-  }
-  return 1;
-}
-
-/* __index of a JSON response: decodes body into json (or json_error) on first use. */
-static int response_index(lua_State *L) {
-  const char *key = lua_tostring(L, 2);
-  if (!key || (strcmp(key, "json") != 0 && strcmp(key, "json_error") != 0)) return 0;
-  lua_getfield(L, 1, "body");
-  size_t len;
-  const char *body = lua_tolstring(L, -1, &len);
-  char err[128];
-  if (body && gcpr_json_decode(L, body, len, err, sizeof err)) {
-    lua_setfield(L, 1, "json");
-  } else {
-    lua_pushstring(L, body ? err : "no body");
-    lua_setfield(L, 1, "json_error");
-  }
-  lua_pushnil(L);
-  lua_setmetatable(L, 1);
-  lua_getfield(L, 1, key);
+  /* headers and json are made when first read (most calls never read them): the response's
+   * own metatable keeps the header lines as received, one string. */
+  lua_createtable(L, 0, 5);
+  lua_pushlstring(L, req->hbuf_len ? req->hbuf : "", req->hbuf_len);
+  lua_setfield(L, -2, "lines");
+  lua_pushcfunction(L, response_index);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, response_pairs);
+  lua_setfield(L, -2, "__pairs");
+  lua_pushcfunction(L, response_tojson);
+  lua_setfield(L, -2, "__tojson");
+  lua_setmetatable(L, -2);
   return 1;
 }
 
@@ -992,10 +1074,6 @@ static const luaL_Reg http_funcs[] = {{"http", l_http},
                                       {NULL, NULL}};
 
 int gcpr_open_http(lua_State *L) {
-  luaL_newmetatable(L, RESPONSE_MT);
-  lua_pushcfunction(L, response_index);
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
   luaL_setfuncs(L, http_funcs, 0);
   return 0;
 }

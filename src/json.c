@@ -180,6 +180,18 @@ static int cmp_keys(const void *a, const void *b) {
 static void encode_value(lua_State *L, strbuf *b, int idx, int depth, int pretty, int seen);
 
 static void encode_table(lua_State *L, strbuf *b, int idx, int depth, int pretty, int seen) {
+  /* __tojson(t) says what to encode instead of t (a gcp.http response uses it to make its
+   * lazy fields); returning t itself encodes t as it is then. */
+  if (luaL_getmetafield(L, idx, "__tojson") != LUA_TNIL) {
+    lua_pushvalue(L, idx);
+    lua_call(L, 1, 1);
+    if (!lua_rawequal(L, -1, idx)) { /* depth + 1: a __tojson chain ends too */
+      encode_value(L, b, lua_gettop(L), depth + 1, pretty, seen);
+      lua_pop(L, 1);
+      return;
+    }
+    lua_pop(L, 1);
+  }
   lua_pushvalue(L, idx);
   if (lua_rawget(L, seen) != LUA_TNIL) luaL_error(L, "cannot encode a table that contains itself");
   lua_pop(L, 1);

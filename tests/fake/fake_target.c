@@ -1,6 +1,7 @@
 /* fake_target.c: what gcpr-fake serves that is not a Google API. Stand-ins for apps that
  * Google's front ends protect with ID tokens, which echo what they received as JSON once
- * an unexpired ID token the fake signed gets the request through: a private Cloud Run
+ * an unexpired ID token the fake signed gets the request through (with the values of its
+ * User-Agent and Accept-Encoding headers): a private Cloud Run
  * service on every *.run.app host (audience: the service URL, a URL under it the request's
  * URL starts with, or a Google tool's own OAuth client ID as in a developer's gcloud
  * token), and an app behind Identity-Aware Proxy on every *.appspot.com host (audience:
@@ -167,6 +168,15 @@ void fake_target_handle(struct fake_call *call) {
       cJSON_AddNullToObject(echo, "query");
     cJSON_AddItemToObject(echo, "body",
                           call->body ? cJSON_Duplicate(call->body, 1) : cJSON_CreateNull());
+    /* Every value each of these headers arrived with, so a client sending one twice shows. */
+    static const char *const echoed[] = {"User-Agent", "Accept-Encoding"};
+    cJSON *seen = cJSON_AddObjectToObject(echo, "headers");
+    for (size_t i = 0; i < sizeof echoed / sizeof echoed[0]; i++) {
+      cJSON *values = cJSON_AddArrayToObject(seen, echoed[i]);
+      for (struct evkeyval *kv = headers->tqh_first; kv; kv = kv->next.tqe_next)
+        if (strcasecmp(kv->key, echoed[i]) == 0)
+          cJSON_AddItemToArray(values, cJSON_CreateString(kv->value));
+    }
     fake_call_respond_json(call, 200, echo);
   }
   cJSON_Delete(claims);

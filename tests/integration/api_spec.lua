@@ -151,3 +151,78 @@ describe("gcp.wait", function()
     assert.matches("operation operation%-[%w%-]+ still %u+.* after 1s %(gcp.wait timeout%)", r.stderr)
   end)
 end)
+
+describe("a gcp.http response", function()
+  local fake
+  setup(function() fake = t.start_fake() end)
+  teardown(function() fake:stop() end)
+
+  it("makes headers and json on first read, and shows them to pairs and to JSON output", function()
+    local r = run(fake, ([[
+      local res = gcp.http{url = %q}
+      local seen = {}
+      for k in pairs(res) do seen[#seen + 1] = k end
+      table.sort(seen)
+      local again = gcp.http{url = %q}
+      return {ctype = res.headers["content-type"], name = res.json.name, keys = seen,
+              whole = again}
+    ]]):format(MIG, MIG))
+    assert.are.equal(0, r.code, r.stderr)
+    local out = t.json.decode(r.stdout)
+    assert.matches("^application/json", out.ctype)
+    assert.are.equal("td-central-ig", out.name)
+    assert.are.same({"body", "headers", "json", "status", "url"}, out.keys)
+    -- A response returned whole is printed with its headers and decoded body.
+    assert.are.equal(200, out.whole.status)
+    assert.are.equal("td-central-ig", out.whole.json.name)
+    assert.matches("^application/json", out.whole.headers["content-type"])
+    assert.are.equal(MIG, out.whole.url)
+  end)
+
+  it("leaves json nil for a body that is not JSON", function()
+    local r = run(fake, [[
+      local res = gcp.http{url = "https://hello-abc123-uc.a.run.app/", auth = "none", accept = "any"}
+      return {status = res.status, json = res.json == nil, err = res.json_error == nil,
+              html = res.headers["content-type"]:find("text/html", 1, true) ~= nil}
+    ]])
+    assert.are.equal(0, r.code, r.stderr)
+    assert.are.same({status = 401, json = true, err = true, html = true}, t.json.decode(r.stdout))
+  end)
+
+  it("joins a repeated header and says why a JSON body did not decode", function()
+    -- The fake's 401 carries one WWW-Authenticate; its JSON error body decodes.
+    local r = run(fake, ([[
+      local res = gcp.http{url = %q, auth = "none", accept = {401}}
+      return {status = res.status, www = res.headers["www-authenticate"],
+              msg = res.json.error.status}
+    ]]):format(MIG))
+    assert.are.equal(0, r.code, r.stderr)
+    local out = t.json.decode(r.stdout)
+    assert.are.equal(401, out.status)
+    assert.matches("^Bearer", out.www)
+    assert.are.equal("UNAUTHENTICATED", out.msg)
+  end)
+end)
+
+describe("request headers", function()
+  local fake
+  setup(function() fake = t.start_fake() end)
+  teardown(function() fake:stop() end)
+
+  it("sends gcpr's User-Agent and Accept-Encoding once each, or the caller's instead", function()
+    local r = run(fake, [[
+      local url = "https://hello-abc123-uc.a.run.app/echo"
+      local mine = gcp.http{url = url, auth = "id_token", headers = {["User-Agent"] = "ops-bot/2",
+                            ["accept-encoding"] = "identity"}}.json.headers
+      return {ours = gcp.http{url = url, auth = "id_token"}.json.headers, mine = mine,
+              version = gcp.version}
+    ]])
+    assert.are.equal(0, r.code, r.stderr)
+    local out = t.json.decode(r.stdout)
+    assert.are.same({"gzip"}, out.ours["Accept-Encoding"])
+    assert.are.equal(1, #out.ours["User-Agent"])
+    assert.matches("^gcpr/%d+%.%d+", out.ours["User-Agent"][1])
+    assert.are.same({"ops-bot/2"}, out.mine["User-Agent"])
+    assert.are.same({"identity"}, out.mine["Accept-Encoding"])
+  end)
+end)
