@@ -947,8 +947,9 @@ static char *block_put(char **p, const char *src, size_t n) {
  *   timeout  nil (60 s) or seconds                   auth nil ("auto"), "access_token",
  *                                                         "id_token" or "none"
  *   token    nil or {scopes=, audience=, impersonate=, delegates=, subject=, quota_project=}
- * gcp/http.lua checks the arguments, builds them and turns failures into errors. Everything
- * that can raise happens before the request is allocated. */
+ * gcp/http.lua checks the arguments, builds them and turns failures into errors (a URL that
+ * is not http(s) comes back as an error of kind "usage"). Everything that can raise happens
+ * before the request is allocated. */
 static int l_http(lua_State *L) {
   static const char *const fields[] = {"scopes", "audience", "impersonate", "delegates",
                                        "subject", "quota_project"};
@@ -975,6 +976,10 @@ static int l_http(lua_State *L) {
   if (mlen >= sizeof ((http_op *)NULL)->method)
     return luaL_error(L, "core.http: method '%s' is too long", method);
   gcpr_task_check(L, "gcp.http");
+  if (strncasecmp(url, "https://", 8) != 0 && strncasecmp(url, "http://", 7) != 0) {
+    push_error(L, "usage", "url must be an http(s) URL", GCPR_EXIT_USAGE);
+    return 2;
+  }
   if (!lua_isnil(L, 3)) {
     lua_pushnil(L);
     while (lua_next(L, 3)) {

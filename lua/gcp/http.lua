@@ -139,6 +139,10 @@ end
 
 -- ---- the call ----
 
+local function bad_url(url, level)
+  error("gcp.http: url must be an http(s) URL string, got " .. tostring(url), level + 1)
+end
+
 local UPPER = {GET = "GET", POST = "POST", PUT = "PUT", PATCH = "PATCH", DELETE = "DELETE",
                HEAD = "HEAD", get = "GET", post = "POST", put = "PUT", patch = "PATCH",
                delete = "DELETE", head = "HEAD"}
@@ -156,9 +160,8 @@ local AUTH_MODES = {auto = true, access_token = true, id_token = true, none = tr
 function M.request(spec)
   if type(spec) ~= "table" then error("gcp.http expects a table {url = ..., ...}", 2) end
   local url, method, query, body = spec.url, spec.method, spec.query, spec.body
-  if type(url) ~= "string" or not url:find("^https?://") then
-    error("gcp.http: url must be an http(s) URL string, got " .. tostring(url), 2)
-  end
+  -- core.http checks the scheme (a dry run checks it here before printing).
+  if type(url) ~= "string" then bad_url(url, 2) end
   local json_value = spec.json
   if json_value ~= nil and body ~= nil then error("gcp.http: give json= or body=, not both", 2) end
   if method == nil then
@@ -228,6 +231,7 @@ function M.request(spec)
     token = auth.for_call(spec, "access", 2)
   end
   if dry_run and mutating and not url:find("/wait$") then
+    if not url:find("^[Hh][Tt][Tt][Pp][Ss]?://") then bad_url(spec.url, 2) end
     local will_auth = mode == "access_token" or mode == "id_token" or
                       ((mode == nil or mode == "auto") and core.token_allowed(url))
     print_dry_run(method, url, headers or EMPTY, body, will_auth)
@@ -241,6 +245,7 @@ function M.request(spec)
     local res, err = core.http(method, url, headers, body, timeout, mode, token)
     local failure
     if not res then
+      if err.kind == "usage" then bad_url(spec.url, 2) end
       failure = {kind = err.kind, message = err.message, exit = err.exit, method = method,
                  url = url, curl_code = err.curl_code}
     else

@@ -226,3 +226,22 @@ describe("request headers", function()
     assert.are.same({"identity"}, out.mine["Accept-Encoding"])
   end)
 end)
+
+describe("a bad gcp.http call", function()
+  local fake
+  setup(function() fake = t.start_fake() end)
+  teardown(function() fake:stop() end)
+
+  it("names a URL that is not http(s) at the recipe's line, sent or dry-run", function()
+    for _, case in ipairs({{call = [[gcp.http{url = "ftp://example.com/x"}]]},
+                           {call = [[gcp.http{url = 42}]]},
+                           {call = [[gcp.http{method = "POST", url = "file:///etc/passwd", json = {}}]],
+                            args = {"--dry-run"}}}) do
+      local before = #fake:requests()
+      local r = run(fake, case.call, case.args)
+      assert.are.equal(1, r.code, r.stderr) -- a recipe's own mistake: the recipe failed
+      assert.matches("api.lua:3: gcp.http: url must be an http(s) URL string, got", r.stderr, 1, true)
+      assert.are.equal(before, #fake:requests())
+    end
+  end)
+end)

@@ -498,10 +498,11 @@ describe("gcpr-fake credentials", function()
     it("lets a request with an ID token for its URL through and echoes it", function()
       local r = http(fake, {url = "https://" .. RUN_HOST .. "/jobs/run?x=1", method = "POST",
         body = '{"n":2}', headers = {Authorization = "Bearer " .. id_token("https://" .. RUN_HOST),
-        ["Content-Type"] = "application/json"}})
+        ["Content-Type"] = "application/json", ["User-Agent"] = "spec/1"}})
       assert.are.equal(200, r.status)
       assert.are.same({ok = true, aud = "https://" .. RUN_HOST, email = COMPUTE_SA, method = "POST",
-        path = "/jobs/run", query = "x=1", body = {n = 2}}, r.json)
+        path = "/jobs/run", query = "x=1", body = {n = 2},
+        headers = {["User-Agent"] = {"spec/1"}, ["Accept-Encoding"] = {}}}, r.json)
       local q = last_request(fake, "/jobs/run")
       assert.are.equal("valid", q.auth)
       assert.are.equal(COMPUTE_SA, q.principal)
