@@ -208,7 +208,8 @@ static int gcp_searcher(lua_State *L) {
   for (const gcpr_embedded_module *m = gcpr_embedded_modules; m->name; m++) {
     if (strcmp(m->name, name) != 0) continue;
     lua_pushfstring(L, "=%s", m->file);
-    if (luaL_loadbufferx(L, m->data, m->len, lua_tostring(L, -1), "t") != LUA_OK)
+    /* Our own bytecode, made at build time by tools/embed_lua.c (recipes load as text). */
+    if (luaL_loadbufferx(L, m->data, m->len, lua_tostring(L, -1), "b") != LUA_OK)
       return lua_error(L);
     lua_pushstring(L, m->file);
     return 2;
