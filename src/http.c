@@ -286,7 +286,7 @@ static const char no_expect_line[] = "Expect:"; /* no "Expect: 100-continue" rou
 static const char bearer_prefix[] = "Authorization: Bearer ";
 
 #define POOL_MAX 32
-#define POOL_KEEP_BYTES (256u << 10) /* a buffer larger than this is not kept for reuse */
+#define POOL_KEEP_BYTES (64u << 10) /* a buffer larger than this is not kept for reuse */
 static gcpr_http *pool[POOL_MAX];
 static int npool;
 
