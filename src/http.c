@@ -5,6 +5,7 @@
  * SNI) and TLS verified against GCPR_CA_BUNDLE: that is how tests reach gcpr-fake on the
  * production code path. core.http adds the access token (from auth.c) where it is allowed. */
 #define _POSIX_C_SOURCE 200809L
+#define _DEFAULT_SOURCE /* explicit_bzero */
 #include "http.h"
 
 #include <event2/event.h>
@@ -519,7 +520,7 @@ void gcpr_http_cancel(gcpr_http *req) {
 }
 
 /* Back to the pool, with nothing of this request left in it: the caller's headers freed,
- * the bearer line wiped, the handle's per-request options undone. */
+ * the bearer line, body and response wiped, the handle's per-request options undone. */
 void gcpr_http_free(gcpr_http *req) {
   if (!req) return;
   gcpr_http_cancel(req);
@@ -539,7 +540,11 @@ void gcpr_http_free(gcpr_http *req) {
   }
   if (req->headers_last) req->headers_last->next = NULL;
   curl_slist_free_all(req->headers);
+  /* Token requests carry secrets both ways (assertions, refresh tokens, client secrets;
+   * tokens): nothing of a request outlives it in a pooled buffer. */
   if (req->has_bearer) OPENSSL_cleanse(req->bearer, req->bearer_len);
+  if (req->has_body) explicit_bzero(req->body, req->body_len);
+  if (req->resp_len) explicit_bzero(req->resp, req->resp_len); /* memset speed, not elided */
   if (npool == POOL_MAX || req->resp_cap > POOL_KEEP_BYTES || req->body_cap > POOL_KEEP_BYTES ||
       req->hbuf_cap > POOL_KEEP_BYTES || req->url_cap > POOL_KEEP_BYTES) {
     http_destroy(req);
