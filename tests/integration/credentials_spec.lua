@@ -110,7 +110,7 @@ describe("Application Default Credentials", function()
 
   it("requires Metadata-Flavor: Google on the metadata server's answers", function()
     local port = 20000 + math.random(0, 20000)
-    os.execute(("(printf 'HTTP/1.1 200 OK\\r\\nContent-Type: application/json\\r\\nContent-Length: 2\\r\\n\\r\\n{}' | nc -l 127.0.0.1 %d -q 1 > /dev/null 2>&1 &) ; sleep 0.3"):format(port))
+    os.execute(("(printf 'HTTP/1.1 200 OK\\r\\nContent-Type: application/json\\r\\nContent-Length: 2\\r\\n\\r\\n{}' | timeout 10 nc -l 127.0.0.1 %d -q 1 > /dev/null 2>&1 &) ; sleep 0.3"):format(port))
     local r = t.run(fake, {"token"}, env_without_gac(fake, {GCE_METADATA_HOST = "127.0.0.1:" .. port}))
     assert.are.equal(2, r.code)
     assert.matches("answered without 'Metadata%-Flavor: Google': it is not a metadata server", r.stderr)
