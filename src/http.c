@@ -10,7 +10,6 @@
 
 #include <event2/event.h>
 #include <lauxlib.h>
-#include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -31,12 +30,13 @@
 #define MAX_HEADERS 128
 
 struct gcpr_http {
-  /* Cleared when the request goes back to the pool: */
+  /* Everything up to hoff is zeroed when the request goes back to the pool, except the
+   * curl handle and the five buffers, which are kept (wiped) with their capacities. */
   CURL *easy;
   struct curl_slist *headers, *headers_last; /* the caller's lines (curl_slist_append) */
   struct curl_slist fixed[4];                /* Authorization, Expect, User-Agent, Accept-Encoding */
-  char method[16];
-  char *url, *body, *bearer, *resp, *hbuf;   /* kept with their capacities */
+  char method[GCPR_HTTP_METHOD_MAX + 1];
+  char *url, *body, *bearer, *resp, *hbuf;
   size_t url_cap, body_len, body_cap, bearer_len, bearer_cap, resp_len, resp_cap;
   size_t hbuf_len, hbuf_cap, nhdrs;          /* response header lines, each NUL-terminated */
   long status;
@@ -45,7 +45,7 @@ struct gcpr_http {
   CURLcode result;
   gcpr_http_cb cb;
   void *ud;
-  /* Not cleared: */
+  /* Not zeroed (errbuf is emptied): */
   size_t hoff[MAX_HEADERS];                  /* where each header line starts in hbuf */
   char errbuf[CURL_ERROR_SIZE];
 };
@@ -278,8 +278,11 @@ static int ensure_multi(void) {
  * Requests are pooled with their curl handle and buffers (URL, body, bearer line, response,
  * response headers), so a warm request allocates nothing of its own. The fixed request
  * headers (User-Agent, Accept-Encoding, "Expect:" for bodies, Authorization) are list nodes
- * inside the request, linked after the caller's headers: curl copies each custom header
- * line once, where CURLOPT_USERAGENT and CURLOPT_ACCEPT_ENCODING would format each twice. */
+ * inside the request, linked after the caller's headers. curl adds a custom header line to
+ * the request once; with CURLOPT_USERAGENT or CURLOPT_ACCEPT_ENCODING it would format the
+ * line (aprintf) and then copy it again, byte by byte both times. curl leaves out its own
+ * Accept-Encoding when a custom one is present, so CURLOPT_ACCEPT_ENCODING is set only to
+ * make curl decode gzip bodies. */
 
 static const char user_agent_line[] = "User-Agent: gcpr/" GCPR_VERSION;
 static const char accept_encoding_line[] = "Accept-Encoding: gzip";
@@ -291,13 +294,19 @@ static const char bearer_prefix[] = "Authorization: Bearer ";
 static gcpr_http *pool[POOL_MAX];
 static int npool;
 
-/* Grows *buf to hold n bytes. Returns 0, or -1 when out of memory. */
+/* Grows *buf to hold n bytes. Returns 0, or -1 when out of memory. The old block is wiped
+ * before it is freed (realloc would leave a copy of a token response in free memory). */
 static int reserve(char **buf, size_t *cap, size_t n) {
   if (n <= *cap) return 0;
   size_t c = *cap ? *cap : 256;
   while (c < n) c *= 2;
-  char *p = realloc(*buf, c);
+  char *p = malloc(c);
   if (!p) return -1;
+  if (*buf) {
+    memcpy(p, *buf, *cap);
+    explicit_bzero(*buf, *cap);
+    free(*buf);
+  }
   *buf = p;
   *cap = c;
   return 0;
@@ -366,7 +375,7 @@ static void http_destroy(gcpr_http *req) {
 
 gcpr_http *gcpr_http_new(const char *method, const char *url) {
   size_t mlen = strlen(method), ulen = strlen(url);
-  if (mlen >= sizeof ((gcpr_http *)NULL)->method) return NULL;
+  if (mlen > GCPR_HTTP_METHOD_MAX) return NULL;
   gcpr_http *req = npool > 0 ? pool[--npool] : calloc(1, sizeof *req);
   if (!req) return NULL;
   if (reserve(&req->url, &req->url_cap, ulen + 1) != 0) {
@@ -410,11 +419,12 @@ void gcpr_http_set_timeout(gcpr_http *req, double seconds) { req->timeout_s = se
 
 /* The CURLOPT_CONNECT_TO list for url's host when a GCPR_CONNECT_TO rule routes it, else
  * NULL. One list per host, made on first use and kept until cleanup. */
-static struct {
+typedef struct {
   char host[256];
   struct curl_slist *list;
-} routes[32];
-static int nroutes;
+} route;
+static route *routes;
+static int nroutes, routes_cap;
 
 static int route_for(const char *url, struct curl_slist **out) {
   char scheme[16], host[256];
@@ -430,10 +440,12 @@ static int route_for(const char *url, struct curl_slist **out) {
     }
   for (int i = 0; i < cfg.nrules; i++) {
     if (!host_matches(host, cfg.rules[i].suffix)) continue;
-    if (nroutes == (int)(sizeof routes / sizeof routes[0])) {
-      gcpr_log(GCPR_LOG_WARN, "GCPR_CONNECT_TO: more than %d hosts; %s is not redirected",
-               nroutes, host);
-      return 0;
+    if (nroutes == routes_cap) {
+      int cap = routes_cap ? routes_cap * 2 : 16;
+      route *grown = realloc(routes, (size_t)cap * sizeof *grown);
+      if (!grown) return -1;
+      routes = grown;
+      routes_cap = cap;
     }
     char entry[600];
     snprintf(entry, sizeof entry, "%s:443:%s", host, cfg.rules[i].target);
@@ -530,21 +542,28 @@ void gcpr_http_free(gcpr_http *req) {
     curl_easy_setopt(e, CURLOPT_CONNECT_TO, NULL);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, NULL);
     curl_easy_setopt(e, CURLOPT_PRIVATE, NULL);
-    /* Back to GET and no custom method: the next start sets only what it needs. */
+    /* Back to a plain GET. Order matters: setting POSTFIELDS (even to NULL) makes the
+     * handle POST again, so HTTPGET comes last. Every start sets its method anyway. */
     if (strcmp(req->method, "GET") != 0) {
       curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, NULL);
+      curl_easy_setopt(e, CURLOPT_POSTFIELDS, NULL);
+      curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)-1);
       curl_easy_setopt(e, CURLOPT_NOBODY, 0L);
       curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
-      curl_easy_setopt(e, CURLOPT_POSTFIELDS, NULL);
     }
   }
+  /* Requests carry secrets both ways (assertions, refresh tokens and client secrets in
+   * bodies, a caller's own Authorization line, API keys in URLs; tokens in responses):
+   * what a request wrote into its buffers and header lines is wiped before it is pooled
+   * or freed. explicit_bzero: memset's speed, and not optimised away. */
   if (req->headers_last) req->headers_last->next = NULL;
+  for (struct curl_slist *l = req->headers; l; l = l->next) explicit_bzero(l->data, strlen(l->data));
   curl_slist_free_all(req->headers);
-  /* Token requests carry secrets both ways (assertions, refresh tokens, client secrets;
-   * tokens): nothing of a request outlives it in a pooled buffer. */
-  if (req->has_bearer) OPENSSL_cleanse(req->bearer, req->bearer_len);
+  if (req->has_bearer) explicit_bzero(req->bearer, req->bearer_len);
   if (req->has_body) explicit_bzero(req->body, req->body_len);
-  if (req->resp_len) explicit_bzero(req->resp, req->resp_len); /* memset speed, not elided */
+  if (req->resp_len) explicit_bzero(req->resp, req->resp_len);
+  if (req->hbuf_len) explicit_bzero(req->hbuf, req->hbuf_len);
+  if (req->url) explicit_bzero(req->url, strlen(req->url));
   if (npool == POOL_MAX || req->resp_cap > POOL_KEEP_BYTES || req->body_cap > POOL_KEEP_BYTES ||
       req->hbuf_cap > POOL_KEEP_BYTES || req->url_cap > POOL_KEEP_BYTES) {
     http_destroy(req);
@@ -580,6 +599,9 @@ const char *gcpr_http_header_line(const gcpr_http *req, size_t i) {
 void gcpr_http_cleanup(void) {
   while (npool > 0) http_destroy(pool[--npool]);
   while (nroutes > 0) curl_slist_free_all(routes[--nroutes].list);
+  free(routes);
+  routes = NULL;
+  routes_cap = 0;
   if (multi) curl_multi_cleanup(multi);
   if (multi_timer) event_free(multi_timer);
   if (multi) curl_global_cleanup();
@@ -596,7 +618,7 @@ typedef struct {
   gcpr_op op;
   gcpr_http *req;
   gcpr_token_req *token_req;
-  char method[16];
+  char method[GCPR_HTTP_METHOD_MAX + 1];
   char *url;        /* in the block, or allocated after a redirect (url_owned) */
   int url_owned;
   const char *body; /* NULL for none */
@@ -978,8 +1000,9 @@ static int l_http(lua_State *L) {
       opt[i] = lua_tostring(L, -1);
     }
   }
-  if (mlen >= sizeof ((http_op *)NULL)->method)
-    return luaL_error(L, "core.http: method '%s' is too long", method);
+  if (mlen > GCPR_HTTP_METHOD_MAX || strlen(method) != mlen)
+    return luaL_error(L, "core.http: method '%s' is too long or has a NUL byte", method);
+  if (strlen(url) != ulen) return luaL_error(L, "core.http: the URL has a NUL byte");
   gcpr_task_check(L, "gcp.http");
   if (strncasecmp(url, "https://", 8) != 0 && strncasecmp(url, "http://", 7) != 0) {
     push_error(L, "usage", "url must be an http(s) URL", GCPR_EXIT_USAGE);
@@ -988,8 +1011,14 @@ static int l_http(lua_State *L) {
   if (!lua_isnil(L, 3)) {
     lua_pushnil(L);
     while (lua_next(L, 3)) {
-      if (lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TSTRING)
-        size += lua_rawlen(L, -2) + 2 + lua_rawlen(L, -1) + 1, nheaders++;
+      if (lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TSTRING) {
+        /* Lines are NUL-terminated from here on: a NUL inside would cut one in two. */
+        size_t kl, vl;
+        const char *k = lua_tolstring(L, -2, &kl), *v = lua_tolstring(L, -1, &vl);
+        if (strlen(k) != kl || strlen(v) != vl)
+          return luaL_error(L, "core.http: header '%s' has a NUL byte", k);
+        size += kl + 2 + vl + 1, nheaders++;
+      }
       lua_pop(L, 1);
     }
   }

@@ -8,8 +8,12 @@
 #include <stddef.h>
 
 typedef struct gcpr_http gcpr_http;
+
+/* The longest method a request takes ("PROPPATCH", "BASELINE-CONTROL" fit). */
+#define GCPR_HTTP_METHOD_MAX 23
 typedef void (*gcpr_http_cb)(gcpr_http *req, void *ud);
 
+/* NULL when out of memory or the method is longer than GCPR_HTTP_METHOD_MAX. */
 gcpr_http *gcpr_http_new(const char *method, const char *url);
 /* Adds "Name: value". Returns 0, or -1 when out of memory. */
 int gcpr_http_add_header(gcpr_http *req, const char *line);

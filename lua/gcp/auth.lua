@@ -59,22 +59,16 @@ function M.spec(opts, kind, level)
   return M.fill({}, opts or {}, kind, (level or 1) + 1)
 end
 
--- The token part of one gcp.http call: nil (the run's defaults are empty and the call sets
--- nothing, the common case, so it costs no table) or a spec table for core.http. The run's
--- defaults as an access-token spec are made once per M.defaults (the runner sets it once
--- per run) and shared, so core.http only reads them.
-local defaults_of, default_access
+-- The token part of one gcp.http call: nil when neither the call nor the run's defaults set
+-- a token option (the common case: no table is made), else a spec table for core.http.
 function M.for_call(opts, kind, level)
   if kind == "access" and opts.scopes == nil and opts.impersonate == nil and
      opts.subject == nil and opts.delegates == nil and opts.quota_project == nil then
     local d = M.defaults
-    if d ~= defaults_of then
-      local spec = M.spec({}, "access", (level or 1) + 1)
-      spec.kind = nil
-      default_access = next(spec) ~= nil and spec or nil
-      defaults_of = d
+    if d.scopes == nil and d.impersonate == nil and d.subject == nil and d.delegates == nil and
+       d.quota_project == nil then
+      return nil
     end
-    return default_access
   end
   return M.fill({}, opts, kind, (level or 1) + 1)
 end

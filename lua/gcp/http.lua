@@ -143,6 +143,17 @@ local function bad_url(url, level)
   error("gcp.http: url must be an http(s) URL string, got " .. tostring(url), level + 1)
 end
 
+-- s for an error message: control characters as \xNN, at most 60 characters.
+local function shown(s)
+  s = tostring(s)
+  local cut = #s > 60 and s:sub(1, 60) .. "..." or s
+  return (cut:gsub("%c", function(c) return ("\\x%02X"):format(c:byte()) end))
+end
+
+-- RFC 9110 token: what a method or a header name may be made of.
+local TOKEN = "^[%w!#$%%&'*+%-%.^_`|~]+$"
+local METHOD_MAX = 23 -- GCPR_HTTP_METHOD_MAX in src/http.h
+
 local UPPER = {GET = "GET", POST = "POST", PUT = "PUT", PATCH = "PATCH", DELETE = "DELETE",
                HEAD = "HEAD", get = "GET", post = "POST", put = "PUT", patch = "PATCH",
                delete = "DELETE", head = "HEAD"}
@@ -168,8 +179,13 @@ function M.request(spec)
     method = (json_value ~= nil or body ~= nil) and "POST" or "GET"
   elseif type(method) ~= "string" then
     error("gcp.http: method must be a string", 2)
+  elseif UPPER[method] then
+    method = UPPER[method]
   else
-    method = UPPER[method] or method:upper()
+    if #method > METHOD_MAX or not method:find(TOKEN) then
+      error(("gcp.http: method '%s' is not an HTTP method (a token of at most %d characters)"):format(shown(method), METHOD_MAX), 2)
+    end
+    method = method:upper()
   end
   if query ~= nil and type(query) ~= "table" then error("gcp.http: query must be a table", 2) end
   local idempotent = spec.idempotent
@@ -196,10 +212,18 @@ function M.request(spec)
     headers = {}
     if type(spec.headers) ~= "table" then error("gcp.http: headers must be a table", 2) end
     for k, v in pairs(spec.headers) do
-      if type(k) ~= "string" or k:lower() == "authorization" and spec.auth ~= "none" then
-        error("gcp.http: header '" .. tostring(k) .. "' is not allowed here (tokens are added by gcpr; pass auth = \"none\" to send your own)", 2)
+      if type(k) ~= "string" or not k:find(TOKEN) then
+        error(("gcp.http: header name '%s' is not a valid HTTP header name"):format(shown(k)), 2)
       end
-      headers[k] = tostring(v)
+      if k:lower() == "authorization" and spec.auth ~= "none" then
+        error("gcp.http: header '" .. k .. "' is not allowed here (tokens are added by gcpr; pass auth = \"none\" to send your own)", 2)
+      end
+      v = tostring(v)
+      -- A line break would start another header (or the body) of the caller's choosing.
+      if v:find("[\r\n\0]") then
+        error("gcp.http: the value of header '" .. k .. "' contains a line break or a NUL byte", 2)
+      end
+      headers[k] = v
     end
   end
   if json_value ~= nil then
@@ -238,6 +262,9 @@ function M.request(spec)
     return {status = 200, headers = {}, body = "", json = {}, dry_run = true, url = url}
   end
   local timeout = spec.timeout
+  if timeout ~= nil and (type(timeout) ~= "number" or timeout <= 0) then
+    error("gcp.http: timeout must be a positive number of seconds, got " .. tostring(timeout), 2)
+  end
   local started = core.now()
   local attempt = 0
   while true do

@@ -85,6 +85,7 @@ struct fake_fault_effect {
   long delay_ms;
   int drop;          /* close the connection without answering */
   char *body;        /* replaces the answer's body, or NULL */
+  cJSON *headers;    /* [[name, value], ...] added to the answer (repeats kept), or NULL */
   char *op_error_code; /* the operation this call creates ends DONE with this error */
   char *op_error_message;
   int op_error_http_status;

@@ -252,7 +252,9 @@ static void send_reply(struct evhttp_request *req, int status, const char *conte
                        const char *body, size_t len) {
   struct evbuffer *buf = evbuffer_new();
   evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", content_type);
-  if (buf) evbuffer_add(buf, body, len);
+  /* evhttp would send the body after a HEAD's headers too, and the client would read it
+   * as the start of the next response on the connection. */
+  if (buf && evhttp_request_get_command(req) != EVHTTP_REQ_HEAD) evbuffer_add(buf, body, len);
   evhttp_send_reply(req, status, NULL, buf);
   if (buf) evbuffer_free(buf);
 }
@@ -263,6 +265,12 @@ void fake_call_respond_typed(struct fake_call *call, int status, const char *con
   struct evkeyvalq *headers = evhttp_request_get_output_headers(call->req);
   if (fault && fault->body) body = fault->body;
   if (fault && fault->retry_after) evhttp_add_header(headers, "Retry-After", fault->retry_after);
+  const cJSON *pair;
+  if (fault && fault->headers)
+    cJSON_ArrayForEach(pair, fault->headers) {
+      evhttp_add_header(headers, cJSON_GetArrayItem(pair, 0)->valuestring,
+                        cJSON_GetArrayItem(pair, 1)->valuestring);
+    }
   if (call->listener == FAKE_LISTENER_METADATA) {
     evhttp_add_header(headers, "Metadata-Flavor", "Google");
     evhttp_add_header(headers, "Server", "Metadata Server for VM");

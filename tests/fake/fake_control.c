@@ -36,6 +36,7 @@ struct fake_faults *fake_faults_create(void) {
 static void effect_clear(struct fake_fault_effect *effect) {
   free(effect->retry_after);
   free(effect->body);
+  cJSON_Delete(effect->headers);
   free(effect->op_error_code);
   free(effect->op_error_message);
   free(effect->build_status);
@@ -79,6 +80,7 @@ struct fake_fault_effect *fake_faults_match(struct fake_faults *faults, const ch
     *copy = f->effect;
     copy->retry_after = fake_strdup(f->effect.retry_after);
     copy->body = fake_strdup(f->effect.body);
+    copy->headers = f->effect.headers ? cJSON_Duplicate(f->effect.headers, 1) : NULL;
     copy->op_error_code = fake_strdup(f->effect.op_error_code);
     copy->op_error_message = fake_strdup(f->effect.op_error_message);
     copy->build_status = fake_strdup(f->effect.build_status);
@@ -140,6 +142,17 @@ static const char *fault_parse(const cJSON *spec, struct fault *f) {
       (bad = optional_string(spec, "job_state", &f->effect.job_state)))
     return bad;
   if (status > 599) return "status";
+  const cJSON *headers = cJSON_GetObjectItemCaseSensitive(spec, "headers");
+  if (headers) {
+    const cJSON *pair;
+    if (!cJSON_IsArray(headers)) return "headers";
+    cJSON_ArrayForEach(pair, headers) {
+      if (cJSON_GetArraySize(pair) != 2 || !cJSON_IsString(cJSON_GetArrayItem(pair, 0)) ||
+          !cJSON_IsString(cJSON_GetArrayItem(pair, 1)))
+        return "headers";
+    }
+    f->effect.headers = cJSON_Duplicate(headers, 1);
+  }
   if (f->times == 0) return "times";
   f->effect.status = (int)status;
   const cJSON *drop = cJSON_GetObjectItemCaseSensitive(spec, "drop");
@@ -170,6 +183,7 @@ static cJSON *fault_json(const struct fault *f) {
   if (f->effect.delay_ms) cJSON_AddNumberToObject(o, "delay_ms", (double)f->effect.delay_ms);
   if (f->effect.drop) cJSON_AddTrueToObject(o, "drop");
   if (f->effect.body) cJSON_AddStringToObject(o, "body", f->effect.body);
+  if (f->effect.headers) cJSON_AddItemToObject(o, "headers", cJSON_Duplicate(f->effect.headers, 1));
   if (f->effect.build_status) cJSON_AddStringToObject(o, "build_status", f->effect.build_status);
   if (f->effect.job_state) cJSON_AddStringToObject(o, "job_state", f->effect.job_state);
   if (f->effect.op_error_code) {

@@ -190,7 +190,24 @@ describe("a gcp.http response", function()
   end)
 
   it("joins a repeated header and says why a JSON body did not decode", function()
-    -- The fake's 401 carries one WWW-Authenticate; its JSON error body decodes.
+    fake:fault({path = MIG_PATH, method = "GET", body = '{"name": "td-central-ig",',
+                headers = {{"X-Goog-Trace", "a"}, {"x-goog-trace", "b"}, {"Warning", "199 - w"}}})
+    local r = run(fake, ([[
+      local res = gcp.http{url = %q}
+      return {status = res.status, trace = res.headers["x-goog-trace"],
+              warning = res.headers.warning, json = res.json == nil, err = res.json_error}
+    ]]):format(MIG))
+    assert.are.equal(0, r.code, r.stderr)
+    local out = t.json.decode(r.stdout)
+    assert.are.equal(200, out.status)
+    assert.are.equal("a, b", out.trace)
+    assert.are.equal("199 - w", out.warning)
+    assert.is_true(out.json)
+    assert.is_string(out.err)
+    assert.is_true(#out.err > 0)
+  end)
+
+  it("gives a 401's header and decoded error body", function()
     local r = run(fake, ([[
       local res = gcp.http{url = %q, auth = "none", accept = {401}}
       return {status = res.status, www = res.headers["www-authenticate"],
@@ -243,5 +260,87 @@ describe("a bad gcp.http call", function()
       assert.matches("api.lua:3: gcp.http: url must be an http(s) URL string, got", r.stderr, 1, true)
       assert.are.equal(before, #fake:requests())
     end
+  end)
+end)
+
+describe("pooled requests", function()
+  local fake
+  setup(function() fake = t.start_fake() end)
+  teardown(function() fake:stop() end)
+
+  it("carry nothing of one request into the next: method, body, headers", function()
+    local r = run(fake, [[
+      local url = "https://hello-abc123-uc.a.run.app/echo"
+      local function call(spec)
+        spec.url, spec.auth = url, "id_token"
+        local res = gcp.http(spec)
+        local j = res.json or {}
+        return {res.status, j.method or "-", j.body == nil and "-" or gcp.json.encode(j.body),
+                j.headers and j.headers["User-Agent"][1] or "-"}
+      end
+      return {call{method = "POST", json = {n = 1}}, call{}, call{method = "HEAD"}, call{},
+              call{method = "PUT", json = {n = 2}, headers = {["User-Agent"] = "ops-bot/2"}},
+              call{}, call{method = "DELETE"}, call{}}
+    ]])
+    assert.are.equal(0, r.code, r.stderr)
+    local out = t.json.decode(r.stdout)
+    local ua = out[2][4]
+    assert.matches("^gcpr/", ua)
+    assert.are.same({
+      {200, "POST", '{"n":1}', ua}, {200, "GET", "null", ua}, {200, "-", "-", "-"},
+      {200, "GET", "null", ua}, {200, "PUT", '{"n":2}', "ops-bot/2"}, {200, "GET", "null", ua},
+      {200, "DELETE", "null", ua}, {200, "GET", "null", ua},
+    }, out)
+  end)
+
+  it("route every host GCPR_CONNECT_TO covers, however many", function()
+    local r = run(fake, [[
+      local ok = 0
+      for i = 1, 40 do
+        local res = gcp.http{url = ("https://svc%d-abc123-uc.a.run.app/x"):format(i),
+                             auth = "id_token", retry = false}
+        if res.status == 200 then ok = ok + 1 end
+      end
+      return ok
+    ]])
+    assert.are.equal(0, r.code, r.stderr)
+    assert.are.equal("40\n", r.stdout)
+  end)
+end)
+
+describe("gcp.http's checks", function()
+  local fake
+  setup(function() fake = t.start_fake() end)
+  teardown(function() fake:stop() end)
+
+  local function refused(call, message)
+    local before = #fake:requests()
+    local r = run(fake, call)
+    assert.are.equal(1, r.code, r.stderr)
+    assert.matches("api.lua:3: gcp.http: " .. message, r.stderr, 1, true)
+    assert.are.equal(before, #fake:requests())
+  end
+
+  it("refuses a header that would smuggle in another, a bad name, method or timeout", function()
+    refused(([[gcp.http{url = %q, headers = {["X-A"] = "a\r\nAuthorization: Bearer x"}}]]):format(MIG),
+            "the value of header 'X-A' contains a line break or a NUL byte")
+    refused(([[gcp.http{url = %q, headers = {["X-A"] = "a\0Injected: yes"}}]]):format(MIG),
+            "the value of header 'X-A' contains a line break or a NUL byte")
+    refused(([[gcp.http{url = %q, headers = {["X A:"] = "a"}}]]):format(MIG),
+            "header name 'X A:' is not a valid HTTP header name")
+    refused(([[gcp.http{url = %q, method = "GET /other HTTP/1.1\r\n"}]]):format(MIG),
+            "method 'GET /other HTTP/1.1\\x0D\\x0A' is not an HTTP method")
+    refused(([[gcp.http{url = %q, timeout = "abc"}]]):format(MIG),
+            "timeout must be a positive number of seconds, got abc")
+  end)
+
+  it("sends what the run's defaults say even when a recipe changes them", function()
+    local r = run(fake, ([[
+      require("gcp.auth").defaults.quota_project = "billing-project"
+      return gcp.http{url = %q}.status
+    ]]):format(MIG))
+    assert.are.equal(0, r.code, r.stderr)
+    local reqs = fake:requests()
+    assert.are.equal("billing-project", reqs[#reqs].quota_project)
   end)
 end)
