@@ -187,6 +187,50 @@ static int load_dev_module(lua_State *L, const char *name, const char *file) {
   return 1;
 }
 
+/* lua_dump's writer into a luaL_Buffer, started on the first write as string.dump does
+ * (the buffer must sit on top of the stack, and the function must be there when dumping
+ * starts). */
+typedef struct {
+  luaL_Buffer b;
+  int started;
+} dump_state;
+
+static int dump_to_buffer(lua_State *L, const void *p, size_t n, void *ud) {
+  dump_state *d = ud;
+  if (!d->started) {
+    d->started = 1;
+    luaL_buffinit(L, &d->b);
+  }
+  luaL_addlstring(&d->b, p, n);
+  return 0;
+}
+
+/* Whether this process's Lua library compiles GCPR_BYTECODE_PROBE to the bytes the build's
+ * did: after a Lua update that changed the bytecode, gcpr loads the modules' sources (about
+ * 2 ms more at start-up) rather than misread bytecode. Checked once per process. */
+static int bytecode_matches(lua_State *L) {
+  static int matches = -1;
+  if (matches >= 0) return matches;
+  dump_state d = {.started = 0};
+  if (luaL_loadbufferx(L, GCPR_BYTECODE_PROBE, sizeof GCPR_BYTECODE_PROBE - 1, "=probe", "t") !=
+      LUA_OK)
+    return lua_error(L);
+  lua_dump(L, dump_to_buffer, &d, 1);
+  if (!d.started) luaL_buffinit(L, &d.b);
+  luaL_pushresult(&d.b);
+  size_t len;
+  const char *code = lua_tolstring(L, -1, &len);
+  matches = getenv("GCPR_LUA_FROM_SOURCE") == NULL && len == gcpr_embedded_probe_len &&
+            memcmp(code, gcpr_embedded_probe, len) == 0;
+  lua_pop(L, 2);
+  if (!matches)
+    gcpr_log(GCPR_LOG_DEBUG, "loading the gcp modules from source: %s",
+             getenv("GCPR_LUA_FROM_SOURCE") ? "GCPR_LUA_FROM_SOURCE is set"
+                                            : "this Lua library compiles differently from the "
+                                              "one gcpr was built with");
+  return matches;
+}
+
 /* The one package searcher: the gcp modules, from GCPR_LUA_DIR when a developer sets it,
  * else from the copies compiled into the binary. Chunk names are "=gcp/x.lua" either way,
  * so errors and tracebacks name the source file. */
@@ -208,9 +252,12 @@ static int gcp_searcher(lua_State *L) {
   for (const gcpr_embedded_module *m = gcpr_embedded_modules; m->name; m++) {
     if (strcmp(m->name, name) != 0) continue;
     lua_pushfstring(L, "=%s", m->file);
-    /* Our own bytecode, made at build time by tools/embed_lua.c (recipes load as text). */
-    if (luaL_loadbufferx(L, m->data, m->len, lua_tostring(L, -1), "b") != LUA_OK)
-      return lua_error(L);
+    /* Our own bytecode, made at build time by tools/embed_lua.c, when this Lua library
+     * makes the same (recipes always load as text). */
+    int ok = bytecode_matches(L)
+                 ? luaL_loadbufferx(L, m->code, m->code_len, lua_tostring(L, -1), "b")
+                 : luaL_loadbufferx(L, m->source, m->source_len, lua_tostring(L, -1), "t");
+    if (ok != LUA_OK) return lua_error(L);
     lua_pushstring(L, m->file);
     return 2;
   }

@@ -72,10 +72,11 @@ static const char usage_text[] =
     "the metadata server (GCE_METADATA_HOST; skipped with GCPR_NO_METADATA=1 or\n"
     "NO_GCE_CHECK=true). GOOGLE_CLOUD_QUOTA_PROJECT sets the quota project.\n"
     "Other environment: GCPR_RECIPE_PATH, GCPR_LUA_DIR (load the gcp modules from a source\n"
-    "tree), GCPR_CONNECT_TO (suffix=host:port,...: send connections for *.suffix:443\n"
-    "elsewhere, keeping Host and SNI), GCPR_CA_BUNDLE (CA file for TLS), GCPR_TOKEN_HOSTS (more\n"
-    "https hosts that may receive access tokens), GCPR_ALLOW_SHARED_CREDENTIALS=1 (accept\n"
-    "credential files readable by group or others).\n";
+    "tree), GCPR_LUA_FROM_SOURCE=1 (compile the built-in gcp modules from source instead of\n"
+    "using their bytecode), GCPR_CONNECT_TO (suffix=host:port,...: send connections for\n"
+    "*.suffix:443 elsewhere, keeping Host and SNI), GCPR_CA_BUNDLE (CA file for TLS),\n"
+    "GCPR_TOKEN_HOSTS (more https hosts that may receive access tokens),\n"
+    "GCPR_ALLOW_SHARED_CREDENTIALS=1 (accept credential files readable by group or others).\n";
 
 static int usage_error(const char *fmt, const char *arg) {
   fprintf(stderr, "%s: ", progname);

@@ -3,11 +3,14 @@
  * gcp/init.lua, "gcp.http" for gcp/http.lua). It runs at build time and links the same
  * liblua as gcpr, so the bytecode is the format gcpr loads; a syntax error in a module
  * fails the build. Debug information is kept: tracebacks name gcp/x.lua and its lines.
+ * The sources go in too, with the bytecode of GCPR_BYTECODE_PROBE (src/host.h), so that a
+ * gcpr running on a Lua library that compiles differently loads the sources instead.
  *
  * usage: embed_lua OUT.c LUA_DIR gcp/a.lua gcp/b.lua ... */
 #include <lauxlib.h>
 #include <lua.h>
 #include <stdio.h>
+#include "host.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -30,6 +33,13 @@ static int collect(lua_State *L, const void *p, size_t n, void *ud) {
   memcpy(b->data + b->len, p, n);
   b->len += n;
   return 0;
+}
+
+/* Writes "DECL[] = {bytes..., 0};" (the 0 is not counted in sizes). */
+static void put_bytes(FILE *out, const char *decl, const unsigned char *data, size_t len) {
+  fprintf(out, "%s[] = {", decl);
+  for (size_t k = 0; k < len; k++) fprintf(out, "%s%d,", k % 24 ? "" : "\n  ", (signed char)data[k]);
+  fprintf(out, "%s0};\n", len % 24 ? "" : "\n  ");
 }
 
 /* "gcp/init.lua" -> "gcp", "gcp/http.lua" -> "gcp.http" */
@@ -78,25 +88,40 @@ int main(int argc, char **argv) {
       fprintf(stderr, "embed_lua: cannot dump %s\n", path);
       status = 1;
     } else {
-      fprintf(out, "static const char m%d[] = {", i - 3);
-      for (size_t k = 0; k < code.len; k++)
-        fprintf(out, "%s%d,", k % 24 ? "" : "\n  ", (signed char)code.data[k]);
-      fprintf(out, "\n};\n");
+      char decl[64];
+      snprintf(decl, sizeof decl, "static const char c%d", i - 3);
+      put_bytes(out, decl, code.data, code.len);
+      snprintf(decl, sizeof decl, "static const char s%d", i - 3);
+      put_bytes(out, decl, src.data, src.len);
     }
     lua_settop(L, 0);
     if (f) fclose(f);
     free(src.data);
     free(code.data);
   }
+  buf probe = {0};
+  if (status == 0) {
+    if (luaL_loadbufferx(L, GCPR_BYTECODE_PROBE, sizeof GCPR_BYTECODE_PROBE - 1, "=probe", "t") !=
+            LUA_OK ||
+        lua_dump(L, collect, &probe, 1) != 0 || !probe.data) {
+      fprintf(stderr, "embed_lua: cannot compile the bytecode probe: %s\n",
+              lua_isstring(L, -1) ? lua_tostring(L, -1) : "dump failed");
+      status = 1;
+    }
+  }
   if (status == 0) {
     fprintf(out, "\nconst gcpr_embedded_module gcpr_embedded_modules[] = {\n");
     for (int i = 3; i < argc; i++) {
       char mod[512];
       module_name(argv[i], mod, sizeof mod);
-      fprintf(out, "  {\"%s\", \"%s\", m%d, sizeof m%d},\n", mod, argv[i], i - 3, i - 3);
+      fprintf(out, "  {\"%s\", \"%s\", c%d, sizeof c%d - 1, s%d, sizeof s%d - 1},\n", mod,
+              argv[i], i - 3, i - 3, i - 3, i - 3);
     }
-    fprintf(out, "  {0, 0, 0, 0}\n};\n");
+    fprintf(out, "  {0, 0, 0, 0, 0, 0}\n};\n\n");
+    put_bytes(out, "const char gcpr_embedded_probe", probe.data, probe.len);
+    fprintf(out, "const size_t gcpr_embedded_probe_len = %zu;\n", probe.len);
   }
+  free(probe.data);
   lua_close(L);
   if (fclose(out) != 0) status = 1;
   if (status != 0) {

@@ -52,6 +52,23 @@ describe("gcpr CLI", function()
     assert.are.equal("true\n", r.stdout, r.stderr)
   end)
 
+  it("runs the compiled-in modules from bytecode, or from their source when told to", function()
+    local dir = t.tmpdir()
+    -- A traceback through a gcp module names its file and line either way.
+    local path = t.recipe(dir, "trace", [[
+      local gcp = require "gcp"
+      return gcp.recipe{description = "trace", run = function() return gcp.wait({}) end}
+    ]])
+    local fast = t.run(nil, {"run", path, "-v"})
+    local slow = t.run(nil, {"run", path, "-v"}, {GCPR_LUA_FROM_SOURCE = "1"})
+    for _, r in ipairs({fast, slow}) do
+      assert.are.equal(1, r.code, r.stderr)
+      assert.matches("gcp/lro%.lua:%d+: in function 'gcp%.wait'", r.stderr)
+    end
+    assert.not_matches("loading the gcp modules from source", fast.stderr, 1, true)
+    assert.matches("loading the gcp modules from source: GCPR_LUA_FROM_SOURCE is set", slow.stderr, 1, true)
+  end)
+
   it("exits 2 for a recipe that does not compile, with its line", function()
     local dir = t.tmpdir()
     local path = t.recipe(dir, "broken", "local gcp = require 'gcp'\nreturn gcp.recipe{\n")
