@@ -220,14 +220,14 @@ static int bytecode_matches(lua_State *L) {
   luaL_pushresult(&d.b);
   size_t len;
   const char *code = lua_tolstring(L, -1, &len);
-  matches = getenv("GCPR_LUA_FROM_SOURCE") == NULL && len == gcpr_embedded_probe_len &&
+  int forced = getenv("GCPR_LUA_FROM_SOURCE") != NULL;
+  matches = !forced && len == gcpr_embedded_probe_len &&
             memcmp(code, gcpr_embedded_probe, len) == 0;
   lua_pop(L, 2);
   if (!matches)
     gcpr_log(GCPR_LOG_DEBUG, "loading the gcp modules from source: %s",
-             getenv("GCPR_LUA_FROM_SOURCE") ? "GCPR_LUA_FROM_SOURCE is set"
-                                            : "this Lua library compiles differently from the "
-                                              "one gcpr was built with");
+             forced ? "GCPR_LUA_FROM_SOURCE is set"
+                    : "this Lua library compiles differently from the one gcpr was built with");
   return matches;
 }
 

@@ -247,6 +247,10 @@ function M.request(spec)
   elseif retry ~= nil and retry ~= true then
     error("gcp.http: retry must be false or a table {attempts=, initial=, max=, deadline=}", 2)
   end
+  local timeout = spec.timeout
+  if timeout ~= nil and (type(timeout) ~= "number" or timeout <= 0) then
+    error("gcp.http: timeout must be a positive number of seconds, got " .. tostring(timeout), 2)
+  end
   local token
   if mode == "id_token" then
     token = auth.fill({}, spec, "id", 2)
@@ -260,10 +264,6 @@ function M.request(spec)
                       ((mode == nil or mode == "auto") and core.token_allowed(url))
     print_dry_run(method, url, headers or EMPTY, body, will_auth)
     return {status = 200, headers = {}, body = "", json = {}, dry_run = true, url = url}
-  end
-  local timeout = spec.timeout
-  if timeout ~= nil and (type(timeout) ~= "number" or timeout <= 0) then
-    error("gcp.http: timeout must be a positive number of seconds, got " .. tostring(timeout), 2)
   end
   local started = core.now()
   local attempt = 0

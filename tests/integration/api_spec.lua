@@ -332,6 +332,11 @@ describe("gcp.http's checks", function()
             "method 'GET /other HTTP/1.1\\x0D\\x0A' is not an HTTP method")
     refused(([[gcp.http{url = %q, timeout = "abc"}]]):format(MIG),
             "timeout must be a positive number of seconds, got abc")
+    -- A dry run checks what it prints as a real run checks what it sends.
+    local r = run(fake, ([[gcp.http{method = "POST", url = %q, json = {}, timeout = -1}]]):format(MIG),
+                  {"--dry-run"})
+    assert.are.equal(1, r.code, r.stderr)
+    assert.matches("timeout must be a positive number of seconds, got -1", r.stderr, 1, true)
   end)
 
   it("sends what the run's defaults say even when a recipe changes them", function()
