@@ -84,6 +84,7 @@ struct fake_fault_effect {
   char *retry_after; /* Retry-After header value, or NULL */
   long delay_ms;
   int drop;          /* close the connection without answering */
+  int gzip;          /* send the answer's body gzip-encoded (Content-Encoding: gzip) */
   char *body;        /* replaces the answer's body, or NULL */
   cJSON *headers;    /* [[name, value], ...] added to the answer (repeats kept), or NULL */
   char *op_error_code; /* the operation this call creates ends DONE with this error */

@@ -5,6 +5,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "fake.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -259,6 +260,35 @@ static void send_reply(struct evhttp_request *req, int status, const char *conte
   if (buf) evbuffer_free(buf);
 }
 
+/* body as a gzip member (RFC 1952) whose deflate data is stored blocks (RFC 1951 3.2.4):
+ * valid gzip any client must decode, with no compression library. */
+static unsigned char *gzip_stored(const char *body, size_t len, size_t *out_len) {
+  size_t blocks = len / 65535 + 1;
+  unsigned char *out = fake_malloc(10 + blocks * 5 + len + 8), *p = out;
+  static const unsigned char head[10] = {0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255};
+  memcpy(p, head, sizeof head);
+  p += sizeof head;
+  uint32_t crc = 0xffffffffu;
+  for (size_t i = 0; i < len; i++) {
+    crc ^= (unsigned char)body[i];
+    for (int k = 0; k < 8; k++) crc = crc & 1 ? (crc >> 1) ^ 0xedb88320u : crc >> 1;
+  }
+  crc ^= 0xffffffffu;
+  size_t done = 0;
+  do {
+    size_t n = len - done > 65535 ? 65535 : len - done;
+    *p++ = done + n == len; /* BFINAL, BTYPE 00 (stored) */
+    *p++ = (unsigned char)(n & 0xff), *p++ = (unsigned char)(n >> 8);
+    *p++ = (unsigned char)(~n & 0xff), *p++ = (unsigned char)((~n >> 8) & 0xff);
+    memcpy(p, body + done, n);
+    p += n, done += n;
+  } while (done < len);
+  for (int i = 0; i < 4; i++) *p++ = (unsigned char)(crc >> (8 * i));
+  for (int i = 0; i < 4; i++) *p++ = (unsigned char)((uint32_t)len >> (8 * i));
+  *out_len = (size_t)(p - out);
+  return out;
+}
+
 void fake_call_respond_typed(struct fake_call *call, int status, const char *content_type,
                              const char *body) {
   const struct fake_fault_effect *fault = call->fault;
@@ -276,7 +306,15 @@ void fake_call_respond_typed(struct fake_call *call, int status, const char *con
     evhttp_add_header(headers, "Server", "Metadata Server for VM");
   }
   call_disarm(call);
-  send_reply(call->req, status, content_type, body, strlen(body));
+  if (fault && fault->gzip) {
+    size_t len;
+    unsigned char *gz = gzip_stored(body, strlen(body), &len);
+    evhttp_add_header(headers, "Content-Encoding", "gzip");
+    send_reply(call->req, status, content_type, (const char *)gz, len);
+    free(gz);
+  } else {
+    send_reply(call->req, status, content_type, body, strlen(body));
+  }
   call_finish(call, status);
 }
 

@@ -158,6 +158,9 @@ static const char *fault_parse(const cJSON *spec, struct fault *f) {
   const cJSON *drop = cJSON_GetObjectItemCaseSensitive(spec, "drop");
   if (drop && !cJSON_IsBool(drop)) return "drop";
   f->effect.drop = cJSON_IsTrue(drop);
+  const cJSON *gzip = cJSON_GetObjectItemCaseSensitive(spec, "gzip");
+  if (gzip && !cJSON_IsBool(gzip)) return "gzip";
+  f->effect.gzip = cJSON_IsTrue(gzip);
   const cJSON *op_error = cJSON_GetObjectItemCaseSensitive(spec, "op_error");
   if (!op_error) return NULL;
   const cJSON *code = cJSON_GetObjectItemCaseSensitive(op_error, "code");
@@ -182,6 +185,7 @@ static cJSON *fault_json(const struct fault *f) {
   if (f->effect.retry_after) cJSON_AddStringToObject(o, "retry_after", f->effect.retry_after);
   if (f->effect.delay_ms) cJSON_AddNumberToObject(o, "delay_ms", (double)f->effect.delay_ms);
   if (f->effect.drop) cJSON_AddTrueToObject(o, "drop");
+  if (f->effect.gzip) cJSON_AddTrueToObject(o, "gzip");
   if (f->effect.body) cJSON_AddStringToObject(o, "body", f->effect.body);
   if (f->effect.headers) cJSON_AddItemToObject(o, "headers", cJSON_Duplicate(f->effect.headers, 1));
   if (f->effect.build_status) cJSON_AddStringToObject(o, "build_status", f->effect.build_status);

@@ -207,6 +207,17 @@ describe("a gcp.http response", function()
     assert.is_true(#out.err > 0)
   end)
 
+  it("is decoded from gzip, which gcpr asks for", function()
+    fake:fault({path = MIG_PATH, method = "GET", gzip = true})
+    local r = run(fake, ([[
+      local res = gcp.http{url = %q}
+      return {name = res.json.name, encoding = res.headers["content-encoding"],
+              plain = res.body:sub(1, 1)}
+    ]]):format(MIG))
+    assert.are.equal(0, r.code, r.stderr)
+    assert.are.same({name = "td-central-ig", encoding = "gzip", plain = "{"}, t.json.decode(r.stdout))
+  end)
+
   it("gives a 401's header and decoded error body", function()
     local r = run(fake, ([[
       local res = gcp.http{url = %q, auth = "none", accept = {401}}
