@@ -589,7 +589,6 @@ const char *gcpr_http_body(const gcpr_http *req, size_t *len) {
   *len = req->resp_len;
   return req->resp_len ? req->resp : "";
 }
-const char *gcpr_http_method(const gcpr_http *req) { return req->method; }
 const char *gcpr_http_url(const gcpr_http *req) { return req->url; }
 size_t gcpr_http_header_count(const gcpr_http *req) { return req->nhdrs; }
 const char *gcpr_http_header_line(const gcpr_http *req, size_t i) {

@@ -33,7 +33,6 @@ CURLcode gcpr_http_result(const gcpr_http *req);   /* CURLE_OK when a response a
 const char *gcpr_http_error(const gcpr_http *req); /* curl's message when it did not */
 long gcpr_http_status(const gcpr_http *req);
 const char *gcpr_http_body(const gcpr_http *req, size_t *len);
-const char *gcpr_http_method(const gcpr_http *req);
 const char *gcpr_http_url(const gcpr_http *req);
 size_t gcpr_http_header_count(const gcpr_http *req);
 const char *gcpr_http_header_line(const gcpr_http *req, size_t i); /* "name: value" */
